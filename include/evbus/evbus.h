@@ -1,0 +1,215 @@
+/*
+ * libevbus: the evbus client SDK.
+ *
+ * A client holds one TCP connection to one server of a list and speaks the
+ * protocol of proto/evbus.proto. Each client owns a private libuv loop that
+ * runs only inside the client's own calls, on the caller's thread: the SDK
+ * starts no threads. A client is not thread-safe; use one client per thread
+ * (the bench does). Blocking calls return when the answer arrived or the
+ * call's timeout expired. Asynchronous calls (evbus_put_events_async) run their
+ * callback from inside evbus_client_poll() or a blocking call on the same
+ * client.
+ *
+ * Errors: every function returns EVBUS_OK (0) or a negative code from
+ * evbus/errors.h. After a failure evbus_client_errmsg() gives the detail (the
+ * server's message when the server answered with an error).
+ *
+ * Ownership: pointers passed in are borrowed for the duration of the call
+ * (copied when kept). Results returned through `**out` are owned by the caller
+ * and released with the matching *_free function.
+ */
+#ifndef EVBUS_EVBUS_H
+#define EVBUS_EVBUS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "evbus/errors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define EVBUS_PROTOCOL_VERSION 1
+#define EVBUS_MAX_ENTRIES_PER_PUT 100
+#define EVBUS_MAX_ENTRY_BYTES (256 * 1024)
+
+typedef struct evbus_client evbus_client;
+
+typedef struct evbus_client_options {
+    const char *servers;     /* "host:port[,host:port...]"; required */
+    const char *client_name; /* sent in Hello; default "libevbus" */
+    const char *auth_token;  /* sent in Hello; default none */
+    uint32_t timeout_ms;     /* bound of each blocking call, default 10000 */
+    uint32_t max_frame_bytes; /* largest frame accepted from a server, default 4 MiB */
+} evbus_client_options;
+
+/* Fills `opts` with the defaults (servers NULL). */
+void evbus_client_options_init(evbus_client_options *opts);
+
+/*
+ * Creates a client and connects to the first server of the list that answers
+ * Hello. Options are copied.
+ * Errors: EVBUS_EINVAL (bad server list), EVBUS_ECONN (no server reachable),
+ * EVBUS_EVERSION / EVBUS_EAUTH (Hello refused), EVBUS_ETIMEDOUT, EVBUS_ENOMEM.
+ * On error *out is NULL.
+ */
+int evbus_client_create(const evbus_client_options *opts, evbus_client **out);
+
+/* Closes the connection and frees the client. Pending async calls complete with EVBUS_ECANCELED. */
+void evbus_client_destroy(evbus_client *c);
+
+/* Detail of the last failure on this client (never NULL; "" when none). Valid until the next call. */
+const char *evbus_client_errmsg(const evbus_client *c);
+
+/* Node id and address of the server the client is connected to (0 / "" when disconnected). */
+uint32_t evbus_client_node_id(const evbus_client *c);
+const char *evbus_client_server(const evbus_client *c);
+
+/* ------------------------------------------------------------------ publish */
+
+/* One event to publish, as an EventBridge PutEvents entry. Strings are NUL-terminated. */
+typedef struct evbus_entry {
+    const char *source;      /* required */
+    const char *detail_type; /* required */
+    const char *detail;      /* required: a JSON object as text */
+    const char *const *resources; /* optional array of n_resources strings */
+    size_t n_resources;
+    const char *time;          /* optional RFC 3339; the leader stamps it when NULL */
+    const char *partition_key; /* optional; default: the event id */
+} evbus_entry;
+
+/* The outcome of one entry. code 0: stored at partition/offset with event_id. */
+typedef struct evbus_put_result {
+    int code;
+    char message[256];
+    uint32_t partition;
+    uint64_t offset;
+    char event_id[40];
+} evbus_put_result;
+
+/*
+ * Publishes 1 to EVBUS_MAX_ENTRIES_PER_PUT entries into `bus` and waits until
+ * they are committed (acknowledged = durable). Returns 0 when the server
+ * answered per entry: then results[i] tells each entry's outcome (entries are
+ * validated one by one, as PutEvents does), and *failed (if not NULL) counts the
+ * failed ones. `results` has room for n entries. `commit_index` may be NULL.
+ * Errors for the whole request: EVBUS_EINVAL (n out of range), EVBUS_ENOTFOUND
+ * (no such bus), EVBUS_ETOOBIG, EVBUS_ETIMEDOUT / EVBUS_ECONN (outcome unknown).
+ */
+int evbus_put_events(evbus_client *c, const char *bus, const evbus_entry *entries, size_t n,
+                     evbus_put_result *results, size_t *failed, uint64_t *commit_index);
+
+/*
+ * Called once per evbus_put_events_async() that returned 0. status is 0 when
+ * results (n entries, borrowed for the duration of the callback) are valid, or a
+ * negative code for the whole request (then results is NULL).
+ */
+typedef void (*evbus_put_cb)(void *arg, int status, const evbus_put_result *results, size_t n);
+
+/*
+ * Sends a publish without waiting (pipelining). Entries are encoded before
+ * the call returns, so they may be freed right after. The callback runs from
+ * evbus_client_poll() or any blocking call on this client. If this returns an
+ * error the callback never runs.
+ */
+int evbus_put_events_async(evbus_client *c, const char *bus, const evbus_entry *entries, size_t n,
+                           evbus_put_cb cb, void *arg);
+
+/*
+ * Runs the client's loop until at least one async callback ran or timeout_ms
+ * passed (0: do not wait). Returns the number of callbacks run (>= 0) or an
+ * error code when the connection failed (pending calls then complete with an
+ * error through their callbacks).
+ */
+int evbus_client_poll(evbus_client *c, uint32_t timeout_ms);
+
+/* Requests sent and not yet answered. */
+size_t evbus_client_inflight(const evbus_client *c);
+
+/* --------------------------------------------------------------------- read */
+
+typedef struct evbus_event {
+    uint64_t offset;
+    char *json; /* NUL-terminated EventBridge envelope with bus, partition, offset */
+    size_t json_len;
+} evbus_event;
+
+typedef struct evbus_read_result {
+    evbus_event *events;
+    size_t n_events;
+    uint64_t next_offset;  /* where to continue */
+    uint64_t first_offset; /* first offset still stored */
+    uint64_t end_offset;   /* next offset the partition will assign */
+} evbus_read_result;
+
+/*
+ * Reads events of one partition from `from_offset` (inclusive), at most
+ * max_events (0: server default) and about max_bytes (0: server default).
+ * Errors: EVBUS_ENOTFOUND (bus), EVBUS_EINVAL (partition), EVBUS_ERANGE
+ * (from_offset below the first stored offset; message names it).
+ */
+int evbus_read(evbus_client *c, const char *bus, uint32_t partition, uint64_t from_offset,
+               uint32_t max_events, uint32_t max_bytes, evbus_read_result **out);
+void evbus_read_result_free(evbus_read_result *r);
+
+/* ---------------------------------------------------------------- bus admin */
+
+typedef struct evbus_partition_info {
+    uint32_t partition;
+    uint64_t first_offset;
+    uint64_t next_offset;
+} evbus_partition_info;
+
+typedef struct evbus_bus_info {
+    char *name;
+    uint32_t partitions;
+    uint64_t created_index;
+    char *created_time;
+    uint64_t events;
+    evbus_partition_info *partition_info; /* describe only */
+    size_t n_partition_info;
+} evbus_bus_info;
+
+/* partitions 0: server default (4). Errors: EVBUS_EINVAL (name), EVBUS_EEXIST. */
+int evbus_bus_create(evbus_client *c, const char *name, uint32_t partitions);
+/* Errors: EVBUS_ENOTFOUND. */
+int evbus_bus_delete(evbus_client *c, const char *name);
+int evbus_bus_describe(evbus_client *c, const char *name, evbus_bus_info **out);
+void evbus_bus_info_free(evbus_bus_info *b);
+int evbus_bus_list(evbus_client *c, evbus_bus_info **out, size_t *n);
+void evbus_bus_list_free(evbus_bus_info *buses, size_t n);
+
+/* ------------------------------------------------------------------ cluster */
+
+typedef struct evbus_node_status {
+    uint32_t node_id;
+    char *raft_addr;
+    char *client_addr;
+    char *role;
+    int voter;
+    int leader;
+    uint64_t applied_index;
+    uint64_t commit_index;
+    int catching_up;
+    uint64_t term;
+} evbus_node_status;
+
+typedef struct evbus_cluster_status {
+    uint32_t leader_id;
+    char *leader_addr;
+    uint64_t term;
+    evbus_node_status *nodes;
+    size_t n_nodes;
+} evbus_cluster_status;
+
+/* Status of the cluster as the connected node sees it. (Not named evbus_cluster_status: a
+ * function cannot share its name with the type.) */
+int evbus_cluster_status_get(evbus_client *c, evbus_cluster_status **out);
+void evbus_cluster_status_free(evbus_cluster_status *s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EVBUS_EVBUS_H */

@@ -1,0 +1,826 @@
+/* api: see api.h. */
+#include "api/api.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uuid/uuid.h>
+
+#include "api/envelope.h"
+#include "command.pb.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "evbus.pb.h"
+#include "evbus/errors.h"
+#include "net/server.h"
+#include "storage/keys.h"
+#include "wire/wire.h"
+
+#define MOD "api"
+#define PROTOCOL_VERSION 1
+#define SERVER_VERSION "evbus 0.1.0"
+#define MAX_ENTRIES_PER_PUT 100
+#define READ_DEFAULT_EVENTS 1000u
+#define READ_DEFAULT_BYTES (1u << 20)
+
+struct api {
+    uv_loop_t *loop;
+    const config *cfg;
+    fsm *fsm;
+    node *node;
+    store *db;
+    net_server *net;
+};
+
+/* Per-connection state kept in net_conn_data. */
+enum conn_phase { PHASE_NEW = 0, PHASE_READY = 1 };
+
+/* ----------------------------------------------------------------- sending */
+
+static void send_frame(api *a, net_conn *c, evbus_Frame *f)
+{
+    uint8_t *buf;
+    size_t len;
+    int rv = wire_encode(evbus_Frame_fields, f, a->cfg->max_frame_bytes, &buf, &len);
+    if (rv != 0) {
+        /* Our own answer does not fit a frame (only reads can get there, and they are capped). */
+        LOG_ERRORF(MOD, "cannot encode answer", "conn=%llu err=%s",
+                   (unsigned long long)net_conn_id(c), evbus_errname(rv));
+        evbus_Frame e = evbus_Frame_init_zero;
+        e.id = f->id;
+        e.which_body = evbus_Frame_error_tag;
+        e.body.error.code = EVBUS_EINTERNAL;
+        e.body.error.message = (char *)"answer too large to encode";
+        if (wire_encode(evbus_Frame_fields, &e, 0, &buf, &len) != 0)
+            return;
+    }
+    net_conn_send(c, buf, len);
+}
+
+static void send_error(api *a, net_conn *c, uint64_t id, int code, const char *msg)
+{
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.id = id;
+    f.which_body = evbus_Frame_error_tag;
+    f.body.error.code = code;
+    f.body.error.message = (char *)(msg && msg[0] ? msg : evbus_strerror(code));
+    uint32_t lid;
+    const char *laddr = "";
+    if (code == EVBUS_ENOTLEADER)
+        node_leader(a->node, &lid, &laddr);
+    f.body.error.leader_addr = (char *)laddr;
+    send_frame(a, c, &f);
+}
+
+/* Writes need the leader; tells the caller where it is. */
+static int check_writable(api *a, net_conn *c, uint64_t id)
+{
+    if (node_is_writable(a->node))
+        return 1;
+    uint32_t lid;
+    const char *laddr;
+    node_leader(a->node, &lid, &laddr);
+    if (lid == 0 || laddr[0] == '\0' || lid == node_self_id(a->node))
+        send_error(a, c, id, EVBUS_ENOLEADER, "no leader is ready for writes; retry");
+    else
+        send_error(a, c, id, EVBUS_ENOTLEADER, "this node is not the leader");
+    return 0;
+}
+
+/* Encodes `op` as one `Command.ops` field (tag 3, length-delimited) appended to `out`. */
+static int append_op(util_buf *out, const evbuscmd_Op *op)
+{
+    uint8_t *body;
+    size_t len;
+    int rv = wire_encode_body(evbuscmd_Op_fields, op, &body, &len);
+    if (rv != 0)
+        return rv;
+    uint8_t head[11];
+    size_t h = 0;
+    head[h++] = (3 << 3) | 2;
+    uint64_t v = len;
+    while (v >= 0x80) {
+        head[h++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    head[h++] = (uint8_t)v;
+    if ((rv = util_buf_append(out, head, h)) == 0)
+        rv = util_buf_append(out, body, len);
+    free(body);
+    return rv;
+}
+
+/* ---------------------------------------------------------------- publish */
+
+typedef struct put_ctx {
+    api *a;
+    net_conn *c;
+    uint64_t id;
+    pb_size_t n;
+    evbus_PutEventsResult *results;
+    char (*event_ids)[37];
+    size_t *op_entry; /* op index -> entry index */
+    size_t n_ops;
+} put_ctx;
+
+static void put_ctx_free(put_ctx *p)
+{
+    if (p->results) {
+        for (pb_size_t i = 0; i < p->n; i++) {
+            free(p->results[i].error_message);
+            free(p->results[i].event_id);
+        }
+    }
+    free(p->results);
+    free(p->event_ids);
+    free(p->op_entry);
+    net_conn_unref(p->c);
+    free(p);
+}
+
+static void put_reply(put_ctx *p, uint64_t commit_index)
+{
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.id = p->id;
+    f.which_body = evbus_Frame_put_events_reply_tag;
+    evbus_PutEventsReply *r = &f.body.put_events_reply;
+    r->entries = p->results;
+    r->entries_count = p->n;
+    r->commit_index = commit_index;
+    for (pb_size_t i = 0; i < p->n; i++)
+        if (p->results[i].error_code != 0)
+            r->failed_count++;
+    send_frame(p->a, p->c, &f);
+}
+
+static void set_entry_error(evbus_PutEventsResult *r, int code, const char *msg)
+{
+    r->error_code = code;
+    free(r->error_message);
+    r->error_message = strdup(msg && msg[0] ? msg : evbus_strerror(code));
+}
+
+static void put_done(void *data, int status, const fsm_op_result *ops, size_t n_ops, uint64_t index)
+{
+    put_ctx *p = data;
+    if (status != 0) {
+        /* Whole batch failed: answer a request-level error so the client knows the outcome is
+         * unknown (EUNAVAIL) or nothing was stored (ENOTLEADER). */
+        const char *msg = status == EVBUS_EUNAVAIL
+                              ? "leadership lost or node stopping; the outcome is unknown"
+                              : NULL;
+        send_error(p->a, p->c, p->id, status, msg);
+        put_ctx_free(p);
+        return;
+    }
+    for (size_t i = 0; i < n_ops && i < p->n_ops; i++) {
+        evbus_PutEventsResult *r = &p->results[p->op_entry[i]];
+        if (ops[i].code != 0) {
+            set_entry_error(r, ops[i].code, ops[i].code == EVBUS_ENOTFOUND
+                                                ? "bus was deleted before the event committed"
+                                                : NULL);
+            free(r->event_id);
+            r->event_id = NULL;
+        } else {
+            r->partition = ops[i].partition;
+            r->offset = ops[i].offset;
+        }
+    }
+    put_reply(p, index);
+    put_ctx_free(p);
+}
+
+static void handle_put(api *a, net_conn *c, uint64_t id, const evbus_PutEventsRequest *req)
+{
+    char err[512];
+    if (req->entries_count == 0 || req->entries_count > MAX_ENTRIES_PER_PUT) {
+        snprintf(err, sizeof(err), "PutEvents takes 1 to %d entries, got %u", MAX_ENTRIES_PER_PUT,
+                 (unsigned)req->entries_count);
+        send_error(a, c, id, EVBUS_EINVAL, err);
+        return;
+    }
+    if (fsm_validate_bus_name(req->bus, err, sizeof(err)) != 0) {
+        send_error(a, c, id, EVBUS_EINVAL, err);
+        return;
+    }
+    const fsm_bus *bus = fsm_bus_find(a->fsm, req->bus);
+    if (bus == NULL) {
+        snprintf(err, sizeof(err), "bus '%s' does not exist", req->bus);
+        send_error(a, c, id, EVBUS_ENOTFOUND, err);
+        return;
+    }
+    if (!check_writable(a, c, id))
+        return;
+    put_ctx *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        send_error(a, c, id, EVBUS_ENOMEM, NULL);
+        return;
+    }
+    p->a = a;
+    p->c = c;
+    net_conn_ref(c);
+    p->id = id;
+    p->n = req->entries_count;
+    p->results = calloc(p->n, sizeof(*p->results));
+    p->event_ids = calloc(p->n, sizeof(*p->event_ids));
+    p->op_entry = calloc(p->n, sizeof(*p->op_entry));
+    util_buf ops = {0};
+    int rv = 0;
+    if (p->results == NULL || p->event_ids == NULL || p->op_entry == NULL) {
+        rv = EVBUS_ENOMEM;
+        goto fail;
+    }
+    char now[40];
+    util_rfc3339(util_now_ms(), now, sizeof(now));
+    for (pb_size_t i = 0; i < p->n; i++) {
+        const evbus_PutEventsEntry *e = &req->entries[i];
+        evbus_PutEventsResult *r = &p->results[i];
+        json_t *detail;
+        int vrv = envelope_validate(e, &detail, err, sizeof(err));
+        if (vrv != 0) {
+            set_entry_error(r, vrv, err);
+            continue;
+        }
+        uuid_t u;
+        uuid_generate_random(u);
+        uuid_unparse_lower(u, p->event_ids[i]);
+        const char *key = e->partition_key && e->partition_key[0] ? e->partition_key
+                                                                  : p->event_ids[i];
+        uint32_t part = envelope_partition(key, bus->partitions);
+        char *env;
+        size_t env_len;
+        vrv = envelope_build(e, detail, p->event_ids[i], e->time && e->time[0] ? e->time : now,
+                             a->cfg->account, a->cfg->region, bus->name, part, &env, &env_len);
+        json_decref(detail);
+        if (vrv != 0) {
+            set_entry_error(r, vrv, "strings must be valid UTF-8");
+            continue;
+        }
+        evbuscmd_Op op = evbuscmd_Op_init_zero;
+        op.which_op = evbuscmd_Op_publish_tag;
+        op.op.publish.bus_id = bus->bus_id;
+        op.op.publish.partition = part;
+        pb_bytes_array_t *bytes = malloc(PB_BYTES_ARRAY_T_ALLOCSIZE(env_len));
+        if (bytes == NULL) {
+            free(env);
+            rv = EVBUS_ENOMEM;
+            goto fail;
+        }
+        bytes->size = (pb_size_t)env_len;
+        memcpy(bytes->bytes, env, env_len);
+        free(env);
+        op.op.publish.envelope = bytes;
+        rv = append_op(&ops, &op);
+        free(bytes);
+        if (rv != 0)
+            goto fail;
+        r->event_id = strdup(p->event_ids[i]);
+        p->op_entry[p->n_ops++] = i;
+    }
+    if (p->n_ops == 0) {
+        put_reply(p, 0);
+        put_ctx_free(p);
+        util_buf_free(&ops);
+        return;
+    }
+    rv = node_submit(a->node, ops.data, ops.len, p->n_ops, put_done, p);
+    util_buf_free(&ops);
+    if (rv != 0) {
+        send_error(a, c, id, rv, rv == EVBUS_EBUSY ? "too many publishes queued; retry" : NULL);
+        put_ctx_free(p);
+    }
+    return;
+fail:
+    util_buf_free(&ops);
+    send_error(a, c, id, rv, NULL);
+    put_ctx_free(p);
+}
+
+/* ------------------------------------------------------------- bus admin */
+
+typedef struct admin_ctx {
+    api *a;
+    net_conn *c;
+    uint64_t id;
+    pb_size_t kind; /* request tag */
+    char *name;
+} admin_ctx;
+
+static void fill_bus_info(const fsm_bus *b, evbus_BusInfo *info, char *time_buf, int with_parts)
+{
+    info->name = b->name;
+    info->partitions = b->partitions;
+    info->created_index = b->created_index;
+    util_rfc3339(b->created_time_ms, time_buf, 40);
+    info->created_time = time_buf;
+    for (uint32_t p = 0; p < b->partitions; p++)
+        info->events += b->parts[p].next_offset - b->parts[p].first_offset;
+    if (with_parts) {
+        info->partition_info = calloc(b->partitions, sizeof(*info->partition_info));
+        if (info->partition_info) {
+            for (uint32_t p = 0; p < b->partitions; p++) {
+                info->partition_info[p].partition = p;
+                info->partition_info[p].first_offset = b->parts[p].first_offset;
+                info->partition_info[p].next_offset = b->parts[p].next_offset;
+            }
+            info->partition_info_count = b->partitions;
+        }
+    }
+}
+
+static void send_bus(api *a, net_conn *c, uint64_t id, const fsm_bus *b)
+{
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.id = id;
+    f.which_body = evbus_Frame_bus_reply_tag;
+    f.body.bus_reply.has_bus = true;
+    char t[40];
+    fill_bus_info(b, &f.body.bus_reply.bus, t, 1);
+    send_frame(a, c, &f);
+    free(f.body.bus_reply.bus.partition_info);
+}
+
+static void admin_done(void *data, int status, const fsm_op_result *ops, size_t n_ops,
+                       uint64_t index)
+{
+    admin_ctx *x = data;
+    int code = status != 0 ? status : (n_ops == 1 ? ops[0].code : EVBUS_EINTERNAL);
+    char msg[512] = "";
+    if (code == EVBUS_EEXIST)
+        snprintf(msg, sizeof(msg), "bus '%s' already exists", x->name);
+    else if (code == EVBUS_ENOTFOUND)
+        snprintf(msg, sizeof(msg), "bus '%s' does not exist", x->name);
+    if (code != 0) {
+        send_error(x->a, x->c, x->id, code, msg);
+    } else if (x->kind == evbus_Frame_create_bus_tag) {
+        const fsm_bus *b = fsm_bus_find(x->a->fsm, x->name);
+        if (b)
+            send_bus(x->a, x->c, x->id, b);
+        else
+            send_error(x->a, x->c, x->id, EVBUS_ENOTFOUND, "bus was deleted right after creation");
+    } else {
+        evbus_Frame f = evbus_Frame_init_zero;
+        f.id = x->id;
+        f.which_body = evbus_Frame_ok_tag;
+        f.body.ok.commit_index = index;
+        send_frame(x->a, x->c, &f);
+    }
+    net_conn_unref(x->c);
+    free(x->name);
+    free(x);
+}
+
+static void submit_admin(api *a, net_conn *c, uint64_t id, pb_size_t kind, const char *name,
+                         const evbuscmd_Op *op)
+{
+    if (!check_writable(a, c, id))
+        return;
+    util_buf ops = {0};
+    admin_ctx *x = calloc(1, sizeof(*x));
+    int rv = x ? append_op(&ops, op) : EVBUS_ENOMEM;
+    if (rv == 0) {
+        x->a = a;
+        x->c = c;
+        x->id = id;
+        x->kind = kind;
+        x->name = strdup(name);
+        net_conn_ref(c);
+        rv = node_submit(a->node, ops.data, ops.len, 1, admin_done, x);
+        if (rv != 0) {
+            net_conn_unref(c);
+            free(x->name);
+        }
+    }
+    util_buf_free(&ops);
+    if (rv != 0) {
+        free(x);
+        send_error(a, c, id, rv, NULL);
+    }
+}
+
+static void handle_create_bus(api *a, net_conn *c, uint64_t id, const evbus_CreateBusRequest *r)
+{
+    char err[256];
+    if (fsm_validate_bus_name(r->name, err, sizeof(err)) != 0) {
+        send_error(a, c, id, EVBUS_EINVAL, err);
+        return;
+    }
+    uint32_t parts = r->partitions ? r->partitions : a->cfg->default_partitions;
+    if (parts > FSM_MAX_PARTITIONS) {
+        snprintf(err, sizeof(err), "partitions must be 1 to %u", FSM_MAX_PARTITIONS);
+        send_error(a, c, id, EVBUS_EINVAL, err);
+        return;
+    }
+    if (fsm_bus_find(a->fsm, r->name) != NULL) {
+        snprintf(err, sizeof(err), "bus '%s' already exists", r->name);
+        send_error(a, c, id, EVBUS_EEXIST, err);
+        return;
+    }
+    evbuscmd_Op op = evbuscmd_Op_init_zero;
+    op.which_op = evbuscmd_Op_create_bus_tag;
+    op.op.create_bus.name = r->name;
+    op.op.create_bus.partitions = parts;
+    submit_admin(a, c, id, evbus_Frame_create_bus_tag, r->name, &op);
+}
+
+static void handle_delete_bus(api *a, net_conn *c, uint64_t id, const evbus_DeleteBusRequest *r)
+{
+    char err[300];
+    if (fsm_validate_bus_name(r->name, err, sizeof(err)) != 0) {
+        send_error(a, c, id, EVBUS_EINVAL, err);
+        return;
+    }
+    const fsm_bus *b = fsm_bus_find(a->fsm, r->name);
+    if (b == NULL) {
+        snprintf(err, sizeof(err), "bus '%s' does not exist", r->name);
+        send_error(a, c, id, EVBUS_ENOTFOUND, err);
+        return;
+    }
+    evbuscmd_Op op = evbuscmd_Op_init_zero;
+    op.which_op = evbuscmd_Op_delete_bus_tag;
+    op.op.delete_bus.name = r->name;
+    op.op.delete_bus.bus_id = b->bus_id;
+    submit_admin(a, c, id, evbus_Frame_delete_bus_tag, r->name, &op);
+}
+
+static void handle_describe_bus(api *a, net_conn *c, uint64_t id, const evbus_DescribeBusRequest *r)
+{
+    char err[300];
+    if (fsm_validate_bus_name(r->name, err, sizeof(err)) != 0) {
+        send_error(a, c, id, EVBUS_EINVAL, err);
+        return;
+    }
+    const fsm_bus *b = fsm_bus_find(a->fsm, r->name);
+    if (b == NULL) {
+        snprintf(err, sizeof(err), "bus '%s' does not exist", r->name);
+        send_error(a, c, id, EVBUS_ENOTFOUND, err);
+        return;
+    }
+    send_bus(a, c, id, b);
+}
+
+static void handle_list_buses(api *a, net_conn *c, uint64_t id)
+{
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.id = id;
+    f.which_body = evbus_Frame_list_buses_reply_tag;
+    size_t n = a->fsm->n_buses;
+    evbus_BusInfo *infos = calloc(n ? n : 1, sizeof(*infos));
+    char (*times)[40] = calloc(n ? n : 1, 40);
+    if (infos == NULL || times == NULL) {
+        free(infos);
+        free(times);
+        send_error(a, c, id, EVBUS_ENOMEM, NULL);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        fill_bus_info(a->fsm->buses[i], &infos[i], times[i], 0);
+    f.body.list_buses_reply.buses = infos;
+    f.body.list_buses_reply.buses_count = (pb_size_t)n;
+    send_frame(a, c, &f);
+    free(infos);
+    free(times);
+}
+
+/* ------------------------------------------------------------------- read */
+
+/* A read runs on a worker thread with its own RocksDB iterator; the loop thread only encodes. */
+typedef struct read_job {
+    uv_work_t work;
+    api *a;
+    net_conn *c;
+    uint64_t id;
+    uint32_t bus_id, partition;
+    uint64_t from, end, first;
+    uint32_t max_events, max_bytes;
+    evbus_LogEvent *events;
+    size_t n_events;
+    uint64_t next;
+    int code;
+    char err[256];
+} read_job;
+
+static void read_work(uv_work_t *w)
+{
+    read_job *j = w->data;
+    uint8_t lo[KEYS_EVENT_LEN], hi[KEYS_EVENT_LEN];
+    keys_event(lo, j->bus_id, j->partition, j->from);
+    keys_event(hi, j->bus_id, j->partition, j->end);
+    j->next = j->from;
+    if (j->from >= j->end)
+        return;
+    uint64_t want = j->end - j->from;
+    if (want > j->max_events)
+        want = j->max_events;
+    j->events = calloc(want, sizeof(*j->events));
+    if (j->events == NULL) {
+        j->code = EVBUS_ENOMEM;
+        return;
+    }
+    store_iter *it = store_iter_new(j->a->db, lo, sizeof(lo), hi, sizeof(hi));
+    if (it == NULL) {
+        j->code = EVBUS_ENOMEM;
+        return;
+    }
+    size_t bytes = 0;
+    for (; store_iter_valid(it) && j->n_events < want; store_iter_next(it)) {
+        size_t klen, vlen;
+        const uint8_t *k = store_iter_key(it, &klen);
+        const uint8_t *v = store_iter_value(it, &vlen);
+        uint32_t bid, part;
+        uint64_t off;
+        if (keys_event_parse(k, klen, &bid, &part, &off) != 0 || off != j->next) {
+            /* A hole in a partition breaks the gap-free invariant: report, never skip. */
+            j->code = EVBUS_EIO;
+            snprintf(j->err, sizeof(j->err), "partition %u: expected offset %llu, found %llu",
+                     j->partition, (unsigned long long)j->next, (unsigned long long)off);
+            break;
+        }
+        if (j->n_events > 0 && bytes + vlen > j->max_bytes)
+            break;
+        uint8_t *out;
+        size_t out_len;
+        if (envelope_with_offset(v, vlen, off, &out, &out_len) != 0) {
+            j->code = EVBUS_EIO;
+            snprintf(j->err, sizeof(j->err), "corrupt event at offset %llu",
+                     (unsigned long long)off);
+            break;
+        }
+        pb_bytes_array_t *ba = malloc(PB_BYTES_ARRAY_T_ALLOCSIZE(out_len));
+        if (ba == NULL) {
+            free(out);
+            j->code = EVBUS_ENOMEM;
+            break;
+        }
+        ba->size = (pb_size_t)out_len;
+        memcpy(ba->bytes, out, out_len);
+        free(out);
+        j->events[j->n_events].offset = off;
+        j->events[j->n_events].event = ba;
+        j->n_events++;
+        bytes += out_len;
+        j->next = off + 1;
+    }
+    if (j->code == 0 && store_iter_status(it, j->err, sizeof(j->err)) != 0)
+        j->code = EVBUS_EIO;
+    store_iter_free(it);
+}
+
+static void read_after(uv_work_t *w, int status)
+{
+    read_job *j = w->data;
+    if (status == UV_ECANCELED)
+        j->code = EVBUS_ECANCELED;
+    if (j->code != 0) {
+        send_error(j->a, j->c, j->id, j->code, j->err);
+    } else {
+        evbus_Frame f = evbus_Frame_init_zero;
+        f.id = j->id;
+        f.which_body = evbus_Frame_read_log_reply_tag;
+        f.body.read_log_reply.events = j->events;
+        f.body.read_log_reply.events_count = (pb_size_t)j->n_events;
+        f.body.read_log_reply.next_offset = j->next;
+        f.body.read_log_reply.first_offset = j->first;
+        f.body.read_log_reply.end_offset = j->end;
+        send_frame(j->a, j->c, &f);
+    }
+    for (size_t i = 0; i < j->n_events; i++)
+        free(j->events[i].event);
+    free(j->events);
+    net_conn_unref(j->c);
+    free(j);
+}
+
+static void handle_read(api *a, net_conn *c, uint64_t id, const evbus_ReadLogRequest *r)
+{
+    char err[400];
+    if (fsm_validate_bus_name(r->bus, err, sizeof(err)) != 0) {
+        send_error(a, c, id, EVBUS_EINVAL, err);
+        return;
+    }
+    const fsm_bus *b = fsm_bus_find(a->fsm, r->bus);
+    if (b == NULL) {
+        snprintf(err, sizeof(err), "bus '%s' does not exist", r->bus);
+        send_error(a, c, id, EVBUS_ENOTFOUND, err);
+        return;
+    }
+    if (r->partition >= b->partitions) {
+        snprintf(err, sizeof(err), "partition %u does not exist (bus '%s' has %u partitions)",
+                 r->partition, b->name, b->partitions);
+        send_error(a, c, id, EVBUS_EINVAL, err);
+        return;
+    }
+    const fsm_partition *p = &b->parts[r->partition];
+    if (r->from_offset < p->first_offset) {
+        snprintf(err, sizeof(err),
+                 "offset %llu is below the first available offset %llu of partition %u",
+                 (unsigned long long)r->from_offset, (unsigned long long)p->first_offset,
+                 r->partition);
+        send_error(a, c, id, EVBUS_ERANGE, err);
+        return;
+    }
+    if (r->from_offset > p->next_offset) {
+        snprintf(err, sizeof(err), "offset %llu is beyond the end offset %llu of partition %u",
+                 (unsigned long long)r->from_offset, (unsigned long long)p->next_offset,
+                 r->partition);
+        send_error(a, c, id, EVBUS_ERANGE, err);
+        return;
+    }
+    read_job *j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        send_error(a, c, id, EVBUS_ENOMEM, NULL);
+        return;
+    }
+    j->a = a;
+    j->c = c;
+    j->id = id;
+    j->bus_id = b->bus_id;
+    j->partition = r->partition;
+    j->from = r->from_offset;
+    j->end = p->next_offset;
+    j->first = p->first_offset;
+    j->max_events = r->max_events ? r->max_events : READ_DEFAULT_EVENTS;
+    if (j->max_events > 10000)
+        j->max_events = 10000;
+    /* Leave room for the frame's own fields within the frame limit. */
+    uint32_t cap = a->cfg->max_frame_bytes - (a->cfg->max_frame_bytes / 8);
+    j->max_bytes = r->max_bytes ? r->max_bytes : READ_DEFAULT_BYTES;
+    if (j->max_bytes > cap)
+        j->max_bytes = cap;
+    j->work.data = j;
+    net_conn_ref(c);
+    if (uv_queue_work(a->loop, &j->work, read_work, read_after) != 0) {
+        net_conn_unref(c);
+        free(j);
+        send_error(a, c, id, EVBUS_EINTERNAL, "cannot queue read");
+    }
+}
+
+/* ---------------------------------------------------------------- cluster */
+
+static void handle_cluster_status(api *a, net_conn *c, uint64_t id)
+{
+    node_info self;
+    node_self_info(a->node, &self);
+    evbus_NodeStatus ns = evbus_NodeStatus_init_zero;
+    ns.node_id = self.id;
+    ns.raft_addr = (char *)self.raft_addr;
+    ns.client_addr = (char *)self.client_addr;
+    ns.role = (char *)self.role;
+    ns.voter = self.voter;
+    ns.leader = self.leader;
+    ns.applied_index = self.applied_index;
+    ns.commit_index = self.commit_index;
+    ns.term = self.term;
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.id = id;
+    f.which_body = evbus_Frame_cluster_status_reply_tag;
+    evbus_ClusterStatusReply *r = &f.body.cluster_status_reply;
+    uint32_t lid;
+    const char *laddr;
+    node_leader(a->node, &lid, &laddr);
+    r->leader_id = lid;
+    r->leader_addr = (char *)laddr;
+    r->term = self.term;
+    r->nodes = &ns;
+    r->nodes_count = 1;
+    send_frame(a, c, &f);
+}
+
+/* ------------------------------------------------------------------ frames */
+
+static void handle_hello(api *a, net_conn *c, uint64_t id, const evbus_Hello *h)
+{
+    if (h->protocol_version != PROTOCOL_VERSION) {
+        char err[128];
+        snprintf(err, sizeof(err), "protocol version %u is not supported (server speaks %d)",
+                 h->protocol_version, PROTOCOL_VERSION);
+        send_error(a, c, id, EVBUS_EVERSION, err);
+        net_conn_close(c);
+        return;
+    }
+    net_conn_set_data(c, (void *)(uintptr_t)PHASE_READY);
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.id = id;
+    f.which_body = evbus_Frame_hello_reply_tag;
+    evbus_HelloReply *r = &f.body.hello_reply;
+    r->protocol_version = PROTOCOL_VERSION;
+    r->server_version = (char *)SERVER_VERSION;
+    r->node_id = a->cfg->node_id;
+    const char *laddr;
+    node_leader(a->node, &r->leader_id, &laddr);
+    r->leader_addr = (char *)laddr;
+    send_frame(a, c, &f);
+    LOG_DEBUGF(MOD, "hello", "conn=%llu client=\"%s\"", (unsigned long long)net_conn_id(c),
+               h->client_name ? h->client_name : "");
+}
+
+static void on_frame(void *arg, net_conn *c, const uint8_t *body, size_t len)
+{
+    api *a = arg;
+    evbus_Frame f = evbus_Frame_init_zero;
+    char err[256];
+    if (wire_decode(evbus_Frame_fields, body, len, &f, err, sizeof(err)) != 0) {
+        send_error(a, c, 0, EVBUS_EPROTO, err);
+        if ((uintptr_t)net_conn_data(c) != PHASE_READY)
+            net_conn_close(c);
+        return;
+    }
+    uint64_t id = f.id;
+    if ((uintptr_t)net_conn_data(c) != PHASE_READY) {
+        if (f.which_body == evbus_Frame_hello_tag) {
+            handle_hello(a, c, id, &f.body.hello);
+        } else {
+            send_error(a, c, id, EVBUS_EPROTO, "the first frame must be Hello");
+            net_conn_close(c);
+        }
+        wire_release(evbus_Frame_fields, &f);
+        return;
+    }
+    switch (f.which_body) {
+    case evbus_Frame_put_events_tag:
+        handle_put(a, c, id, &f.body.put_events);
+        break;
+    case evbus_Frame_read_log_tag:
+        handle_read(a, c, id, &f.body.read_log);
+        break;
+    case evbus_Frame_create_bus_tag:
+        handle_create_bus(a, c, id, &f.body.create_bus);
+        break;
+    case evbus_Frame_delete_bus_tag:
+        handle_delete_bus(a, c, id, &f.body.delete_bus);
+        break;
+    case evbus_Frame_describe_bus_tag:
+        handle_describe_bus(a, c, id, &f.body.describe_bus);
+        break;
+    case evbus_Frame_list_buses_tag:
+        handle_list_buses(a, c, id);
+        break;
+    case evbus_Frame_cluster_status_tag:
+        handle_cluster_status(a, c, id);
+        break;
+    case evbus_Frame_hello_tag:
+        send_error(a, c, id, EVBUS_EPROTO, "Hello was already received on this connection");
+        break;
+    default: {
+        snprintf(err, sizeof(err), "unknown or unexpected message type (%s)",
+                 wire_body_name(f.which_body));
+        send_error(a, c, id, EVBUS_EUNKNOWN_MSG, err);
+        break;
+    }
+    }
+    wire_release(evbus_Frame_fields, &f);
+}
+
+static void on_frame_error(void *arg, net_conn *c, int code, const char *msg)
+{
+    send_error(arg, c, 0, code, msg);
+}
+
+int api_start(uv_loop_t *loop, const config *cfg, fsm *f, node *n, store *db, api **out,
+              char *err, size_t err_len)
+{
+    api *a = calloc(1, sizeof(*a));
+    if (a == NULL)
+        return EVBUS_ENOMEM;
+    a->loop = loop;
+    a->cfg = cfg;
+    a->fsm = f;
+    a->node = n;
+    a->db = db;
+    net_handlers h = {.on_frame = on_frame, .on_frame_error = on_frame_error, .arg = a};
+    int rv = net_server_start(loop, cfg->listen, cfg->max_frame_bytes, &h, &a->net, err, err_len);
+    if (rv != 0) {
+        free(a);
+        return rv;
+    }
+    *out = a;
+    return 0;
+}
+
+void api_stop_accepting(api *a) { net_server_stop_listening(a->net); }
+
+typedef struct close_ctx {
+    api *a;
+    void (*cb)(void *);
+    void *data;
+} close_ctx;
+
+static void net_closed(void *data)
+{
+    close_ctx *x = data;
+    free(x->a);
+    if (x->cb)
+        x->cb(x->data);
+    free(x);
+}
+
+void api_close(api *a, void (*cb)(void *data), void *data)
+{
+    close_ctx *x = malloc(sizeof(*x));
+    if (x == NULL)
+        abort();
+    *x = (close_ctx){a, cb, data};
+    net_server_close(a->net, net_closed, x);
+}

@@ -1,0 +1,107 @@
+/*
+ * cluster/fsm: the replicated state machine, which is the broker: buses,
+ * partitions and their offsets. Nothing changes broker state except
+ * fsm_apply() of a committed Raft entry.
+ *
+ * Invariants:
+ *  1. apply is deterministic: it reads only the entry and the current state (no
+ *     clock, no randomness, no local config), so every replica computes the same
+ *     offsets and results.
+ *  2. Offsets are assigned here, per partition, from 0, gap-free.
+ *  3. One RocksDB batch per entry, carrying the applied index; entries at or
+ *     below the stored applied index are skipped (they were applied before a
+ *     restart).
+ *  4. Bad input in an entry is rejected inside the result, never by failing
+ *     apply; a storage error in apply is fail-stop (the process exits, Raft
+ *     replays the entry after restart).
+ *  5. Results live in a ring of state-machine scratch slots indexed by Raft
+ *     index (apply callbacks are deferred and batched by the library); the ring
+ *     is far deeper than the entries in flight.
+ *
+ * In-memory state is a cache of the RocksDB metadata keys, loaded at open.
+ * Snapshots are metadata-only (buses, partition ranges, applied index); event
+ * bodies stay in RocksDB.
+ */
+#ifndef EVBUS_CLUSTER_FSM_H
+#define EVBUS_CLUSTER_FSM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "storage/store.h"
+
+typedef struct fsm_partition {
+    uint64_t first_offset;
+    uint64_t next_offset;
+} fsm_partition;
+
+typedef struct fsm_bus {
+    char *name;
+    uint32_t bus_id;
+    uint32_t partitions;
+    uint64_t created_index;
+    uint64_t created_time_ms;
+    fsm_partition *parts; /* partitions entries */
+} fsm_bus;
+
+typedef struct fsm_op_result {
+    int code; /* 0 or EVBUS_* */
+    uint32_t partition;
+    uint64_t offset;
+} fsm_op_result;
+
+typedef struct fsm_entry_result {
+    uint64_t index;
+    int code; /* whole-entry failure (undecodable command); ops then empty */
+    size_t n_ops;
+    fsm_op_result *ops;
+    size_t cap;
+} fsm_entry_result;
+
+#define FSM_RESULT_RING 4096u
+
+typedef struct fsm {
+    store *db; /* borrowed */
+    fsm_bus **buses;
+    size_t n_buses, cap_buses;
+    uint32_t next_bus_id;
+    uint64_t applied_index;
+    store_batch *batch;
+    fsm_entry_result ring[FSM_RESULT_RING];
+    /* Returns the Raft index of the entry being applied (the library's last applied + 1). */
+    uint64_t (*current_index)(void *arg);
+    void *index_arg;
+    char errmsg[256];
+} fsm;
+
+/* Loads the state from RocksDB. 0 or EVBUS_EIO / EVBUS_ENOMEM / EVBUS_EPROTO (err says what). */
+int fsm_init(fsm *f, store *db, char *err, size_t err_len);
+void fsm_close(fsm *f);
+
+/*
+ * Applies one committed entry of `len` bytes. Sets *result to the scratch slot
+ * of this entry (borrowed, valid until FSM_RESULT_RING later entries).
+ * Returns 0; on a storage error logs and exits the process (fail-stop).
+ */
+int fsm_apply(fsm *f, const uint8_t *buf, size_t len, const fsm_entry_result **result);
+
+/* The result slot of an index (NULL when it was overwritten). */
+const fsm_entry_result *fsm_result(const fsm *f, uint64_t index);
+
+/* Encodes the metadata snapshot into a malloc() buffer (transferred) and makes RocksDB durable up
+ * to the applied index. 0 or an error. */
+int fsm_snapshot(fsm *f, uint8_t **out, size_t *out_len);
+
+/* Restores from a snapshot. When RocksDB is already at or past it (local restart), keeps RocksDB.
+ * 0 or an error. */
+int fsm_restore(fsm *f, const uint8_t *buf, size_t len);
+
+const fsm_bus *fsm_bus_find(const fsm *f, const char *name);
+const fsm_bus *fsm_bus_by_id(const fsm *f, uint32_t bus_id);
+
+/* Validates a bus name: [A-Za-z0-9._-]{1,256}. 0 or EVBUS_EINVAL with the reason in err. */
+int fsm_validate_bus_name(const char *name, char *err, size_t err_len);
+
+#define FSM_MAX_PARTITIONS 1024u
+
+#endif

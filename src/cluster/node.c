@@ -1,0 +1,577 @@
+/* cluster/node: see node.h for the design. The only file that calls raft_*. */
+#include "cluster/node.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <raft.h>
+#include <raft/uv.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "evbus/errors.h"
+
+#define MOD "cluster"
+
+enum node_state { NODE_STARTING, NODE_RUNNING, NODE_DRAINING, NODE_CLOSING, NODE_CLOSED };
+
+typedef struct waiter {
+    node_submit_cb cb;
+    void *data;
+    size_t first_op;
+    size_t n_ops;
+} waiter;
+
+typedef struct batch {
+    struct raft_apply req;
+    node *owner;
+    util_buf ops; /* concatenated Command.ops fields */
+    size_t n_ops;
+    waiter *w;
+    size_t n_w, cap_w;
+    struct batch *next;
+} batch;
+
+struct node {
+    uv_loop_t *loop;
+    enum node_state state;
+    struct raft raft;
+    struct raft_io io;
+    struct raft_uv_transport transport;
+    struct raft_fsm raft_fsm;
+    fsm *fsm;
+    uint32_t id;
+    char *raft_addr, *client_addr, *raft_dir;
+    uint32_t max_entry_bytes;
+    uint32_t snapshot_threshold, snapshot_trailing;
+
+    uv_check_t check;
+    uv_timer_t drain_timer;
+    batch *open;
+    batch *sealed_head, *sealed_tail;
+    size_t queued_bytes;
+    unsigned inflight;
+
+    int was_leader;
+    int writable;
+    uint64_t barrier_term;
+    struct raft_barrier barrier_req;
+    int barrier_pending;
+
+    void (*close_cb)(void *data);
+    void *close_data;
+    int handles_open;
+};
+
+/* ------------------------------------------------------------ FSM adapters */
+
+static uint64_t current_index(void *arg)
+{
+    node *n = arg;
+    return (uint64_t)raft_last_applied(&n->raft) + 1;
+}
+
+static int fsm_apply_cb(struct raft_fsm *rf, const struct raft_buffer *buf, void **result)
+{
+    node *n = rf->data;
+    const fsm_entry_result *r;
+    int rv = fsm_apply(n->fsm, buf->base, buf->len, &r);
+    *result = (void *)r;
+    return rv;
+}
+
+static int fsm_snapshot_cb(struct raft_fsm *rf, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+    node *n = rf->data;
+    uint8_t *data;
+    size_t len;
+    int rv = fsm_snapshot(n->fsm, &data, &len);
+    if (rv != 0) {
+        LOG_ERRORF(MOD, "snapshot failed", "err=%s", evbus_strerror(rv));
+        return RAFT_IOERR;
+    }
+    struct raft_buffer *b = raft_malloc(sizeof(*b));
+    void *copy = raft_malloc(len ? len : 1);
+    if (b == NULL || copy == NULL) {
+        raft_free(b);
+        raft_free(copy);
+        free(data);
+        return RAFT_NOMEM;
+    }
+    memcpy(copy, data, len);
+    free(data);
+    b->base = copy;
+    b->len = len;
+    *bufs = b;
+    *n_bufs = 1;
+    LOG_INFOF(MOD, "snapshot taken", "applied_index=%llu bytes=%zu",
+              (unsigned long long)n->fsm->applied_index, len);
+    return 0;
+}
+
+static int fsm_restore_cb(struct raft_fsm *rf, struct raft_buffer *buf)
+{
+    node *n = rf->data;
+    int rv = fsm_restore(n->fsm, buf->base, buf->len);
+    if (rv != 0)
+        return RAFT_MALFORMED;
+    /* The library hands us ownership of the snapshot buffer on success. */
+    raft_free(buf->base);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ setup */
+
+static int mkdir_p(const char *path)
+{
+    char tmp[1024];
+    snprintf(tmp, sizeof(tmp), "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+static void check_cb(uv_check_t *h);
+static void drain_timer_cb(uv_timer_t *t);
+
+int node_create(uv_loop_t *loop, const node_config *cfg, fsm *f, node **out, char *err,
+                size_t err_len)
+{
+    node *n = calloc(1, sizeof(*n));
+    if (n == NULL)
+        return EVBUS_ENOMEM;
+    n->loop = loop;
+    n->fsm = f;
+    n->id = cfg->id;
+    n->raft_addr = strdup(cfg->raft_addr);
+    n->client_addr = strdup(cfg->client_addr);
+    size_t dlen = strlen(cfg->data_dir) + 8;
+    n->raft_dir = malloc(dlen);
+    if (n->raft_addr == NULL || n->client_addr == NULL || n->raft_dir == NULL)
+        goto err_nomem;
+    snprintf(n->raft_dir, dlen, "%s/raft", cfg->data_dir);
+    n->max_entry_bytes = cfg->max_entry_bytes;
+    n->snapshot_threshold = cfg->snapshot_threshold;
+    n->snapshot_trailing = cfg->snapshot_trailing;
+    if (mkdir_p(n->raft_dir) != 0) {
+        snprintf(err, err_len, "cannot create %s: %s", n->raft_dir, strerror(errno));
+        goto err_free;
+    }
+
+    n->transport.version = 1; /* must be set by the caller */
+    int rv = raft_uv_tcp_init(&n->transport, loop);
+    if (rv != 0) {
+        snprintf(err, err_len, "raft transport: %s", raft_strerror(rv));
+        goto err_free;
+    }
+    rv = raft_uv_init(&n->io, loop, n->raft_dir, &n->transport);
+    if (rv != 0) {
+        snprintf(err, err_len, "raft io in %s: %s", n->raft_dir, n->io.errmsg);
+        goto err_transport;
+    }
+    /* Segments close with a ~32 ms loop stall; larger segments close less often (DESIGN.md). */
+    raft_uv_set_segment_size(&n->io, 16u << 20);
+
+    n->raft_fsm.version = 1;
+    n->raft_fsm.data = n;
+    n->raft_fsm.apply = fsm_apply_cb;
+    n->raft_fsm.snapshot = fsm_snapshot_cb;
+    n->raft_fsm.restore = fsm_restore_cb;
+    f->current_index = current_index;
+    f->index_arg = n;
+
+    rv = raft_init(&n->raft, &n->io, &n->raft_fsm, n->id, n->raft_addr);
+    if (rv != 0) {
+        snprintf(err, err_len, "raft init: %s", raft_errmsg(&n->raft));
+        goto err_io;
+    }
+    n->raft.data = n;
+    raft_set_election_timeout(&n->raft, 1000);
+    raft_set_heartbeat_timeout(&n->raft, 100);
+    raft_set_pre_vote(&n->raft, true);
+    /* Explicit: the library's defaults disagree with its header (DESIGN.md). */
+    raft_set_snapshot_threshold(&n->raft, n->snapshot_threshold);
+    raft_set_snapshot_trailing(&n->raft, n->snapshot_trailing);
+
+    uv_check_init(loop, &n->check);
+    n->check.data = n;
+    uv_timer_init(loop, &n->drain_timer);
+    n->drain_timer.data = n;
+    n->handles_open = 2;
+    *out = n;
+    return 0;
+
+err_io:
+    raft_uv_close(&n->io);
+err_transport:
+    raft_uv_tcp_close(&n->transport);
+    goto err_free;
+err_nomem:
+    snprintf(err, err_len, "out of memory");
+err_free:
+    free(n->raft_addr);
+    free(n->client_addr);
+    free(n->raft_dir);
+    free(n);
+    return EVBUS_EIO;
+}
+
+int node_start(node *n, char *err, size_t err_len)
+{
+    struct raft_configuration conf;
+    raft_configuration_init(&conf);
+    int rv = raft_configuration_add(&conf, n->id, n->raft_addr, RAFT_VOTER);
+    if (rv == 0) {
+        rv = raft_bootstrap(&n->raft, &conf);
+        if (rv == 0)
+            LOG_INFOF(MOD, "bootstrapped a new one-voter cluster", "raft_addr=%s", n->raft_addr);
+        else if (rv == RAFT_CANTBOOTSTRAP)
+            rv = 0; /* existing data directory: restart from it */
+    }
+    raft_configuration_close(&conf);
+    if (rv != 0) {
+        snprintf(err, err_len, "raft bootstrap: %s", raft_errmsg(&n->raft));
+        return EVBUS_EIO;
+    }
+    rv = raft_start(&n->raft);
+    if (rv != 0) {
+        snprintf(err, err_len, "raft start: %s", raft_errmsg(&n->raft));
+        return EVBUS_EIO;
+    }
+    n->state = NODE_RUNNING;
+    uv_check_start(&n->check, check_cb);
+    LOG_INFOF(MOD, "raft started", "id=%u raft_addr=%s term=%llu", n->id, n->raft_addr,
+              (unsigned long long)raft_current_term(&n->raft));
+    return 0;
+}
+
+/* ----------------------------------------------------------- group commit */
+
+static void batch_free(batch *b)
+{
+    util_buf_free(&b->ops);
+    free(b->w);
+    free(b);
+}
+
+static void batch_fail(batch *b, int status)
+{
+    for (size_t i = 0; i < b->n_w; i++)
+        b->w[i].cb(b->w[i].data, status, NULL, 0, 0);
+}
+
+static void seal_open(node *n)
+{
+    batch *b = n->open;
+    if (b == NULL || b->n_w == 0)
+        return;
+    n->open = NULL;
+    if (n->sealed_tail)
+        n->sealed_tail->next = b;
+    else
+        n->sealed_head = b;
+    n->sealed_tail = b;
+}
+
+static int map_raft_status(int status)
+{
+    switch (status) {
+    case 0:
+        return 0;
+    case RAFT_NOTLEADER:
+        return EVBUS_ENOTLEADER;
+    case RAFT_NOSPACE:
+    case RAFT_IOERR:
+        return EVBUS_EIO;
+    case RAFT_NOMEM:
+        return EVBUS_ENOMEM;
+    default:
+        /* RAFT_LEADERSHIPLOST, RAFT_SHUTDOWN, ...: the entry may or may not commit. */
+        return EVBUS_EUNAVAIL;
+    }
+}
+
+static void apply_cb(struct raft_apply *req, int status, void *result)
+{
+    batch *b = req->data;
+    node *n = b->owner;
+    n->inflight--;
+    const fsm_entry_result *r = result;
+    int code = map_raft_status(status);
+    if (code == 0 && (r == NULL || r->index != req->index))
+        code = EVBUS_EINTERNAL;
+    if (code == 0 && r->code != 0)
+        code = r->code;
+    if (code != 0) {
+        LOG_WARNF(MOD, "entry not applied", "index=%llu raft_status=%d err=%s",
+                  (unsigned long long)req->index, status, evbus_errname(code));
+        batch_fail(b, code);
+    } else {
+        for (size_t i = 0; i < b->n_w; i++) {
+            const waiter *w = &b->w[i];
+            if (w->first_op + w->n_ops > r->n_ops)
+                w->cb(w->data, EVBUS_EINTERNAL, NULL, 0, req->index);
+            else
+                w->cb(w->data, 0, r->ops + w->first_op, w->n_ops, req->index);
+        }
+    }
+    batch_free(b);
+}
+
+/* Command header fields 1 (version = 1) and 2 (time_ms), hand-encoded so the batched ops bytes
+ * can follow without re-encoding them. */
+static size_t put_varint(uint8_t *p, uint64_t v)
+{
+    size_t i = 0;
+    while (v >= 0x80) {
+        p[i++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[i++] = (uint8_t)v;
+    return i;
+}
+
+static void propose(node *n, batch *b)
+{
+    uint8_t head[16];
+    size_t hlen = 0;
+    head[hlen++] = 0x08; /* field 1, varint */
+    head[hlen++] = 0x01;
+    head[hlen++] = 0x10; /* field 2, varint */
+    hlen += put_varint(head + hlen, util_now_ms());
+    struct raft_buffer buf;
+    buf.len = hlen + b->ops.len;
+    buf.base = raft_malloc(buf.len);
+    if (buf.base == NULL) {
+        batch_fail(b, EVBUS_ENOMEM);
+        batch_free(b);
+        return;
+    }
+    memcpy(buf.base, head, hlen);
+    memcpy((uint8_t *)buf.base + hlen, b->ops.data, b->ops.len);
+    n->queued_bytes -= b->ops.len;
+    b->req.data = b;
+    int rv = raft_apply(&n->raft, &b->req, &buf, 1, apply_cb);
+    if (rv != 0) {
+        raft_free(buf.base);
+        batch_fail(b, map_raft_status(rv == RAFT_NOTLEADER ? rv : RAFT_NOTLEADER));
+        batch_free(b);
+        return;
+    }
+    n->inflight++;
+}
+
+static void flush(node *n)
+{
+    seal_open(n);
+    while (n->sealed_head && n->inflight < NODE_MAX_INFLIGHT) {
+        batch *b = n->sealed_head;
+        n->sealed_head = b->next;
+        if (n->sealed_head == NULL)
+            n->sealed_tail = NULL;
+        b->next = NULL;
+        if (!n->writable) {
+            n->queued_bytes -= b->ops.len;
+            batch_fail(b, EVBUS_ENOTLEADER);
+            batch_free(b);
+            continue;
+        }
+        propose(n, b);
+    }
+}
+
+int node_submit(node *n, const uint8_t *ops, size_t len, size_t n_ops, node_submit_cb cb,
+                void *data)
+{
+    if (n->state != NODE_RUNNING)
+        return EVBUS_EUNAVAIL;
+    if (!n->writable)
+        return EVBUS_ENOTLEADER;
+    if (n->queued_bytes + len > NODE_MAX_QUEUED_BYTES)
+        return EVBUS_EBUSY;
+    if (n->open && n->open->n_w > 0 && n->open->ops.len + len > n->max_entry_bytes)
+        seal_open(n);
+    if (n->open == NULL) {
+        n->open = calloc(1, sizeof(*n->open));
+        if (n->open == NULL)
+            return EVBUS_ENOMEM;
+        n->open->owner = n;
+    }
+    batch *b = n->open;
+    if (b->n_w == b->cap_w) {
+        size_t cap = b->cap_w ? b->cap_w * 2 : 8;
+        waiter *nw = realloc(b->w, cap * sizeof(*nw));
+        if (nw == NULL)
+            return EVBUS_ENOMEM;
+        b->w = nw;
+        b->cap_w = cap;
+    }
+    if (util_buf_append(&b->ops, ops, len) != 0)
+        return EVBUS_ENOMEM;
+    b->w[b->n_w++] = (waiter){cb, data, b->n_ops, n_ops};
+    b->n_ops += n_ops;
+    n->queued_bytes += len;
+    if (b->ops.len >= n->max_entry_bytes)
+        seal_open(n);
+    return 0;
+}
+
+/* ---------------------------------------------------------- leadership */
+
+static void barrier_cb(struct raft_barrier *req, int status)
+{
+    node *n = req->data;
+    n->barrier_pending = 0;
+    if (status == 0 && raft_state(&n->raft) == RAFT_LEADER &&
+        raft_current_term(&n->raft) == n->barrier_term) {
+        n->writable = 1;
+        LOG_INFOF(MOD, "leader ready for writes", "term=%llu applied_index=%llu",
+                  (unsigned long long)n->barrier_term,
+                  (unsigned long long)raft_last_applied(&n->raft));
+    }
+}
+
+static void track_leadership(node *n)
+{
+    int leader = raft_state(&n->raft) == RAFT_LEADER;
+    uint64_t term = raft_current_term(&n->raft);
+    if (leader && (!n->was_leader || term != n->barrier_term) && !n->barrier_pending) {
+        n->writable = 0;
+        n->barrier_term = term;
+        n->barrier_req.data = n;
+        if (raft_barrier(&n->raft, &n->barrier_req, barrier_cb) == 0)
+            n->barrier_pending = 1;
+        LOG_INFOF(MOD, "became leader", "term=%llu", (unsigned long long)term);
+    } else if (!leader && n->was_leader) {
+        n->writable = 0;
+        LOG_INFOF(MOD, "lost leadership", "term=%llu", (unsigned long long)term);
+    }
+    n->was_leader = leader;
+}
+
+static void check_cb(uv_check_t *h)
+{
+    node *n = h->data;
+    if (n->state == NODE_RUNNING || n->state == NODE_DRAINING)
+        track_leadership(n);
+    if (n->state == NODE_RUNNING || n->state == NODE_DRAINING)
+        flush(n);
+    if (n->state == NODE_DRAINING && n->inflight == 0 && n->sealed_head == NULL &&
+        n->open == NULL)
+        uv_timer_start(&n->drain_timer, drain_timer_cb, 0, 0);
+}
+
+uint32_t node_self_id(const node *n) { return n->id; }
+
+int node_is_writable(const node *n) { return n->state == NODE_RUNNING && n->writable; }
+
+void node_leader(const node *n, uint32_t *id, const char **client_addr)
+{
+    raft_id lid = 0;
+    const char *addr = NULL;
+    raft_leader((struct raft *)&n->raft, &lid, &addr);
+    *id = (uint32_t)lid;
+    /* One voter for now: the node registry of the cluster issue maps ids to client addresses. */
+    *client_addr = lid == n->id ? n->client_addr : "";
+}
+
+void node_self_info(const node *n, node_info *out)
+{
+    struct raft *r = (struct raft *)&n->raft;
+    memset(out, 0, sizeof(*out));
+    out->id = n->id;
+    out->raft_addr = n->raft_addr;
+    out->client_addr = n->client_addr;
+    int st = raft_state(r);
+    out->role = st == RAFT_LEADER      ? "leader"
+                : st == RAFT_CANDIDATE ? "candidate"
+                : st == RAFT_FOLLOWER  ? "follower"
+                                       : "unavailable";
+    out->voter = 1;
+    out->leader = st == RAFT_LEADER;
+    out->applied_index = raft_last_applied(r);
+    out->commit_index = raft_commit_index(r);
+    out->term = raft_current_term(r);
+    const char *a;
+    node_leader(n, &out->leader_id, &a);
+}
+
+/* --------------------------------------------------------------- closing */
+
+static void handle_closed(uv_handle_t *h)
+{
+    node *n = h->data;
+    if (--n->handles_open > 0)
+        return;
+    void (*cb)(void *) = n->close_cb;
+    void *data = n->close_data;
+    free(n->raft_addr);
+    free(n->client_addr);
+    free(n->raft_dir);
+    free(n);
+    if (cb)
+        cb(data);
+}
+
+static void raft_closed(struct raft *r)
+{
+    node *n = r->data;
+    raft_uv_close(&n->io);
+    raft_uv_tcp_close(&n->transport);
+    n->state = NODE_CLOSED;
+    LOG_INFOF(MOD, "raft closed", "%s", "");
+    uv_close((uv_handle_t *)&n->check, handle_closed);
+    uv_close((uv_handle_t *)&n->drain_timer, handle_closed);
+}
+
+static void do_close(node *n)
+{
+    if (n->state == NODE_CLOSING || n->state == NODE_CLOSED)
+        return;
+    n->state = NODE_CLOSING;
+    uv_check_stop(&n->check);
+    uv_timer_stop(&n->drain_timer);
+    /* Whatever is still queued never reached Raft: tell its waiters. */
+    seal_open(n);
+    while (n->sealed_head) {
+        batch *b = n->sealed_head;
+        n->sealed_head = b->next;
+        batch_fail(b, EVBUS_EUNAVAIL);
+        batch_free(b);
+    }
+    n->sealed_tail = NULL;
+    n->writable = 0;
+    /* In-flight raft_apply callbacks fire with RAFT_SHUTDOWN inside raft_close. */
+    raft_close(&n->raft, raft_closed);
+}
+
+static void drain_timer_cb(uv_timer_t *t)
+{
+    do_close(t->data);
+}
+
+void node_close(node *n, uint32_t drain_ms, void (*cb)(void *data), void *data)
+{
+    n->close_cb = cb;
+    n->close_data = data;
+    if (n->state == NODE_STARTING) {
+        do_close(n);
+        return;
+    }
+    if (n->state != NODE_RUNNING)
+        return;
+    n->state = NODE_DRAINING;
+    LOG_INFOF(MOD, "draining", "inflight=%u", n->inflight);
+    uv_timer_start(&n->drain_timer, drain_timer_cb, drain_ms, 0);
+}

@@ -1,0 +1,287 @@
+/* config: see config.h. */
+#include "config/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "evbus/errors.h"
+
+enum key_kind { K_U32, K_ADDR, K_PATH, K_LEVEL, K_NAME };
+
+typedef struct key_def {
+    const char *name;
+    enum key_kind kind;
+    size_t offset;
+    size_t size; /* string capacity */
+    uint64_t min, max;
+    const char *def;
+    const char *help;
+} key_def;
+
+#define STR(field) offsetof(config, field), sizeof(((config *)0)->field)
+#define U32(field) offsetof(config, field), 0
+
+static const key_def KEYS[] = {
+    {"node-id", K_U32, U32(node_id), 1, UINT32_MAX, "1", "this node's Raft id (>= 1)"},
+    {"listen", K_ADDR, STR(listen), 0, 0, "127.0.0.1:7070", "client protocol address host:port"},
+    {"raft-listen", K_ADDR, STR(raft_listen), 0, 0, "127.0.0.1:7071",
+     "Raft transport address host:port (plain TCP: keep it private)"},
+    {"data-dir", K_PATH, STR(data_dir), 0, 0, "./evbus-data", "where Raft and RocksDB keep data"},
+    {"log-level", K_LEVEL, offsetof(config, log_level), 0, 0, 0, "info",
+     "debug, info, warn or error"},
+    {"max-frame-bytes", K_U32, U32(max_frame_bytes), 1024, 64u << 20, "4194304",
+     "largest protocol frame accepted"},
+    {"account", K_NAME, STR(account), 0, 0, "000000000000", "account id stamped on events"},
+    {"region", K_NAME, STR(region), 0, 0, "local", "region stamped on events"},
+    {"max-entry-bytes", K_U32, U32(max_entry_bytes), 4096, 16u << 20, "262144",
+     "group commit: largest Raft entry built from concurrent publishes"},
+    {"snapshot-threshold", K_U32, U32(snapshot_threshold), 16, 1u << 30, "4096",
+     "Raft entries between two snapshots"},
+    {"snapshot-trailing", K_U32, U32(snapshot_trailing), 16, 1u << 30, "4096",
+     "Raft entries kept in the log behind a snapshot"},
+    {"default-partitions", K_U32, U32(default_partitions), 1, 1024, "4",
+     "partitions of a bus created without --partitions"},
+};
+#define N_KEYS (sizeof(KEYS) / sizeof(KEYS[0]))
+
+static const key_def *find_key(const char *name)
+{
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (strcmp(KEYS[i].name, name) == 0)
+            return &KEYS[i];
+    return NULL;
+}
+
+static int set_key(config *c, const key_def *k, const char *value, char *err, size_t err_len)
+{
+    char *base = (char *)c;
+    switch (k->kind) {
+    case K_U32: {
+        uint64_t v;
+        if (util_parse_u64(value, k->min, k->max, &v) != 0) {
+            snprintf(err, err_len, "bad value for %s: '%s' (expected an integer in %llu..%llu)",
+                     k->name, value, (unsigned long long)k->min, (unsigned long long)k->max);
+            return EVBUS_EINVAL;
+        }
+        *(uint32_t *)(base + k->offset) = (uint32_t)v;
+        return 0;
+    }
+    case K_ADDR: {
+        char host[256];
+        uint16_t port;
+        if (util_parse_hostport(value, host, sizeof(host), &port) != 0 ||
+            strlen(value) >= k->size) {
+            snprintf(err, err_len, "bad value for %s: '%s' (expected host:port)", k->name, value);
+            return EVBUS_EINVAL;
+        }
+        break;
+    }
+    case K_PATH:
+    case K_NAME:
+        if (value[0] == '\0' || strlen(value) >= k->size) {
+            snprintf(err, err_len, "bad value for %s: must be 1..%zu characters", k->name,
+                     k->size - 1);
+            return EVBUS_EINVAL;
+        }
+        break;
+    case K_LEVEL: {
+        enum log_level lv;
+        if (log_parse_level(value, &lv) != 0) {
+            snprintf(err, err_len, "bad value for %s: '%s' (expected debug, info, warn or error)",
+                     k->name, value);
+            return EVBUS_EINVAL;
+        }
+        *(enum log_level *)(base + k->offset) = lv;
+        return 0;
+    }
+    }
+    memcpy(base + k->offset, value, strlen(value) + 1);
+    return 0;
+}
+
+int config_set(config *c, const char *key, const char *value, char *err, size_t err_len)
+{
+    const key_def *k = find_key(key);
+    if (k == NULL) {
+        snprintf(err, err_len, "unknown config key '%s' (see evbusd --help)", key);
+        return EVBUS_EINVAL;
+    }
+    return set_key(c, k, value, err, err_len);
+}
+
+void config_defaults(config *c)
+{
+    char err[256];
+    memset(c, 0, sizeof(*c));
+    for (size_t i = 0; i < N_KEYS; i++) {
+        int rv = set_key(c, &KEYS[i], KEYS[i].def, err, sizeof(err));
+        (void)rv; /* defaults are valid by construction; the unit test checks it */
+    }
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && isspace((unsigned char)s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+int config_load_file(config *c, const char *path, char *err, size_t err_len)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        snprintf(err, err_len, "cannot open config file %s: %s", path, strerror(errno));
+        return EVBUS_EIO;
+    }
+    char line[2048];
+    int lineno = 0, rv = 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        lineno++;
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *s = trim(line);
+        if (*s == '\0')
+            continue;
+        char *sep = s + strcspn(s, "= \t");
+        char *value = sep;
+        if (*sep != '\0') {
+            *sep = '\0';
+            value = sep + 1;
+            value += strspn(value, "= \t");
+        }
+        value = trim(value);
+        char msg[512];
+        if (*value == '\0') {
+            snprintf(err, err_len, "%s:%d: missing value for '%s'", path, lineno, s);
+            rv = EVBUS_EINVAL;
+            break;
+        }
+        if ((rv = config_set(c, s, value, msg, sizeof(msg))) != 0) {
+            snprintf(err, err_len, "%s:%d: %s", path, lineno, msg);
+            break;
+        }
+    }
+    fclose(f);
+    return rv;
+}
+
+/* Variables read by evbusctl and scripts, not by the server. */
+static const char *CLIENT_ENV[] = {"EVBUS_SERVERS", "EVBUS_CONFIG", NULL};
+
+int config_load_env(config *c, char **envp, char *err, size_t err_len)
+{
+    for (char **e = envp; e && *e; e++) {
+        if (strncmp(*e, "EVBUS_", 6) != 0)
+            continue;
+        const char *eq = strchr(*e, '=');
+        if (eq == NULL)
+            continue;
+        size_t nlen = (size_t)(eq - *e);
+        int client = 0;
+        for (const char **ce = CLIENT_ENV; *ce; ce++)
+            if (strlen(*ce) == nlen && strncmp(*e, *ce, nlen) == 0)
+                client = 1;
+        if (client)
+            continue;
+        char key[128];
+        if (nlen - 6 >= sizeof(key))
+            continue;
+        for (size_t i = 6; i < nlen; i++)
+            key[i - 6] = (*e)[i] == '_' ? '-' : (char)tolower((unsigned char)(*e)[i]);
+        key[nlen - 6] = '\0';
+        /* Only keys evbusd knows are ours; other EVBUS_* variables (tests, scripts) are not
+         * server settings and must not stop the node. */
+        if (find_key(key) == NULL)
+            continue;
+        char msg[512];
+        if (config_set(c, key, eq + 1, msg, sizeof(msg)) != 0) {
+            snprintf(err, err_len, "environment %.*s: %s", (int)nlen, *e, msg);
+            return EVBUS_EINVAL;
+        }
+    }
+    return 0;
+}
+
+void config_usage(FILE *out)
+{
+    fprintf(out, "usage: evbusd [--config FILE] [--KEY VALUE]...\n\n"
+                 "Every key can also be set as KEY = VALUE in the config file or as the\n"
+                 "environment variable EVBUS_<KEY> (upper case, '-' as '_').\n"
+                 "Precedence: flag > environment > config file > default.\n\nkeys:\n");
+    for (size_t i = 0; i < N_KEYS; i++)
+        fprintf(out, "  --%-20s %s (default %s)\n", KEYS[i].name, KEYS[i].help, KEYS[i].def);
+}
+
+int config_parse(config *c, int argc, char **argv, char **envp, char *err, size_t err_len)
+{
+    config_defaults(c);
+    const char *file = NULL;
+    for (char **e = envp; e && *e; e++)
+        if (strncmp(*e, "EVBUS_CONFIG=", 13) == 0)
+            file = *e + 13;
+    /* First pass: --help and --config, which decide what the other sources are. */
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            config_usage(stdout);
+            return 1;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("evbusd 0.1.0\n");
+            return 1;
+        }
+        if (strcmp(argv[i], "--config") == 0) {
+            if (i + 1 >= argc) {
+                snprintf(err, err_len, "--config needs a file name");
+                return EVBUS_EINVAL;
+            }
+            file = argv[++i];
+        } else if (strncmp(argv[i], "--config=", 9) == 0) {
+            file = argv[i] + 9;
+        }
+    }
+    int rv;
+    if (file && (rv = config_load_file(c, file, err, err_len)) != 0)
+        return EVBUS_EINVAL;
+    if ((rv = config_load_env(c, envp, err, err_len)) != 0)
+        return rv;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strncmp(arg, "--", 2) != 0) {
+            snprintf(err, err_len, "unexpected argument '%s' (see evbusd --help)", arg);
+            return EVBUS_EINVAL;
+        }
+        char key[128];
+        const char *value;
+        const char *eq = strchr(arg, '=');
+        if (eq) {
+            snprintf(key, sizeof(key), "%.*s", (int)(eq - arg - 2), arg + 2);
+            value = eq + 1;
+        } else {
+            snprintf(key, sizeof(key), "%s", arg + 2);
+            if (i + 1 >= argc) {
+                snprintf(err, err_len, "flag --%s needs a value", key);
+                return EVBUS_EINVAL;
+            }
+            value = argv[++i];
+        }
+        if (strcmp(key, "config") == 0)
+            continue;
+        char msg[512];
+        if (config_set(c, key, value, msg, sizeof(msg)) != 0) {
+            snprintf(err, err_len, "%s", msg);
+            return EVBUS_EINVAL;
+        }
+    }
+    if (strcmp(c->listen, c->raft_listen) == 0) {
+        snprintf(err, err_len, "listen and raft-listen must differ (both %s)", c->listen);
+        return EVBUS_EINVAL;
+    }
+    return 0;
+}

@@ -1,0 +1,166 @@
+/*
+ * server/main: evbusd. Wires the modules together and owns the ordered start
+ * and stop; the only module that sees all of them.
+ *
+ * Start: config -> data dir -> RocksDB -> state machine (loads metadata) ->
+ * Raft node (bootstrap on first start) -> client listener.
+ * Stop (SIGINT/SIGTERM): stop accepting connections -> drain the node (queued
+ * publishes are proposed, in-flight entries finish, bounded) -> close Raft ->
+ * close connections after their last answers -> loop ends -> state machine ->
+ * RocksDB. A second signal during the drain skips to closing.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <uv.h>
+
+#include "api/api.h"
+#include "cluster/fsm.h"
+#include "cluster/node.h"
+#include "common/log.h"
+#include "config/config.h"
+#include "storage/store.h"
+
+#define MOD "server"
+#define DRAIN_MS 5000u
+
+extern char **environ;
+
+typedef struct server {
+    uv_loop_t loop;
+    config cfg;
+    store *db;
+    fsm fsm;
+    node *node;
+    api *api;
+    uv_signal_t sigint, sigterm;
+    int stopping;
+    int exit_code;
+} server;
+
+static void api_closed(void *data)
+{
+    server *s = data;
+    s->api = NULL;
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+}
+
+static void node_closed(void *data)
+{
+    server *s = data;
+    s->node = NULL;
+    if (s->api)
+        api_close(s->api, api_closed, s);
+    else
+        api_closed(s);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    server *s = h->data;
+    if (s->stopping) {
+        LOG_WARNF(MOD, "second signal: closing without waiting for the drain", "signal=%d",
+                  signum);
+        return;
+    }
+    s->stopping = 1;
+    LOG_INFOF(MOD, "stopping", "signal=%d", signum);
+    if (s->api)
+        api_stop_accepting(s->api);
+    node_close(s->node, DRAIN_MS, node_closed, s);
+}
+
+static int mkdirs(const char *path)
+{
+    char tmp[1024];
+    snprintf(tmp, sizeof(tmp), "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    return mkdir(tmp, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    static server s;
+    char err[1024] = "";
+    int rv = config_parse(&s.cfg, argc, argv, environ, err, sizeof(err));
+    if (rv == 1)
+        return 0;
+    if (rv != 0) {
+        fprintf(stderr, "evbusd: %s\n", err);
+        return 2;
+    }
+    log_set_level(s.cfg.log_level);
+    log_set_node(s.cfg.node_id);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (mkdirs(s.cfg.data_dir) != 0) {
+        fprintf(stderr, "evbusd: cannot create data directory %s: %s\n", s.cfg.data_dir,
+                strerror(errno));
+        return 1;
+    }
+    char path[1100];
+    snprintf(path, sizeof(path), "%s/rocksdb", s.cfg.data_dir);
+    if (store_open(path, &s.db, err, sizeof(err)) != 0) {
+        fprintf(stderr, "evbusd: cannot open %s: %s\n", path, err);
+        return 1;
+    }
+    if (fsm_init(&s.fsm, s.db, err, sizeof(err)) != 0) {
+        fprintf(stderr, "evbusd: cannot load state: %s\n", err);
+        goto out_store;
+    }
+    uv_loop_init(&s.loop);
+    node_config nc = {
+        .id = s.cfg.node_id,
+        .raft_addr = s.cfg.raft_listen,
+        .client_addr = s.cfg.listen,
+        .data_dir = s.cfg.data_dir,
+        .max_entry_bytes = s.cfg.max_entry_bytes,
+        .snapshot_threshold = s.cfg.snapshot_threshold,
+        .snapshot_trailing = s.cfg.snapshot_trailing,
+    };
+    if (node_create(&s.loop, &nc, &s.fsm, &s.node, err, sizeof(err)) != 0 ||
+        node_start(s.node, err, sizeof(err)) != 0) {
+        fprintf(stderr, "evbusd: %s\n", err);
+        s.exit_code = 1;
+        if (s.node)
+            node_close(s.node, 0, NULL, NULL);
+        uv_run(&s.loop, UV_RUN_DEFAULT);
+        goto out_loop;
+    }
+    if (api_start(&s.loop, &s.cfg, &s.fsm, s.node, s.db, &s.api, err, sizeof(err)) != 0) {
+        fprintf(stderr, "evbusd: %s\n", err);
+        s.exit_code = 1;
+        s.stopping = 1;
+        node_close(s.node, 0, node_closed, &s);
+    }
+    uv_signal_init(&s.loop, &s.sigint);
+    uv_signal_init(&s.loop, &s.sigterm);
+    s.sigint.data = s.sigterm.data = &s;
+    uv_signal_start(&s.sigint, on_signal, SIGINT);
+    uv_signal_start(&s.sigterm, on_signal, SIGTERM);
+    if (s.api) {
+        LOG_INFOF(MOD, "evbusd ready", "node_id=%u listen=%s raft_listen=%s data_dir=%s",
+                  s.cfg.node_id, s.cfg.listen, s.cfg.raft_listen, s.cfg.data_dir);
+    }
+    uv_run(&s.loop, UV_RUN_DEFAULT);
+out_loop:
+    if (uv_loop_close(&s.loop) != 0)
+        LOG_WARNF(MOD, "loop closed with handles still open", "%s", "");
+    fsm_close(&s.fsm);
+out_store:
+    store_close(s.db);
+    LOG_INFOF(MOD, "stopped", "exit_code=%d", s.exit_code);
+    return s.exit_code ? s.exit_code : (rv != 0 ? 1 : 0);
+}

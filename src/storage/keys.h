@@ -1,0 +1,31 @@
+/*
+ * storage/keys: the RocksDB key layout. One column family; fixed-width
+ * big-endian integers so that byte order is numeric order and a partition's
+ * events are one contiguous key range.
+ *
+ *   'M' name               node metadata (applied index, bus id counter)
+ *   'B' bus name           BusMeta (protobuf)
+ *   'P' bus_id partition   PartitionMeta: first_offset u64, next_offset u64
+ *   'E' bus_id partition offset   the event's JSON envelope (without "offset")
+ */
+#ifndef EVBUS_STORAGE_KEYS_H
+#define EVBUS_STORAGE_KEYS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define KEYS_EVENT_LEN 17u
+#define KEYS_PART_LEN 9u
+
+#define KEYS_META_APPLIED "Mapplied"
+#define KEYS_META_NEXT_BUS_ID "Mnext_bus_id"
+
+void keys_event(uint8_t out[KEYS_EVENT_LEN], uint32_t bus_id, uint32_t partition, uint64_t offset);
+/* Decodes an event key. 0 or EVBUS_EINVAL when the key is not an event key. */
+int keys_event_parse(const uint8_t *key, size_t len, uint32_t *bus_id, uint32_t *partition,
+                     uint64_t *offset);
+void keys_partition(uint8_t out[KEYS_PART_LEN], uint32_t bus_id, uint32_t partition);
+/* 'B' + name into out (room for 1 + name_len). Returns the key length. */
+size_t keys_bus(uint8_t *out, const char *name, size_t name_len);
+
+#endif
