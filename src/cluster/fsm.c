@@ -371,6 +371,14 @@ static void write_batch_or_die(fsm *f, uint64_t index)
     f->applied_index = index;
 }
 
+void fsm_entry_frame(uint8_t *out, size_t payload_len)
+{
+    util_put_be32(out, (uint32_t)payload_len);
+    util_put_be32(out + 4, FSM_ENTRY_VERSION);
+    size_t total = fsm_entry_size(payload_len);
+    memset(out + FSM_ENTRY_HEADER + payload_len, 0, total - FSM_ENTRY_HEADER - payload_len);
+}
+
 int fsm_apply(fsm *f, const uint8_t *buf, size_t len, const fsm_entry_result **result)
 {
     uint64_t index = f->current_index ? f->current_index(f->index_arg) : f->applied_index + 1;
@@ -385,8 +393,12 @@ int fsm_apply(fsm *f, const uint8_t *buf, size_t len, const fsm_entry_result **r
         return 0;
     }
     evbuscmd_Command cmd = evbuscmd_Command_init_zero;
-    char err[256];
-    if (wire_decode(evbuscmd_Command_fields, buf, len, &cmd, err, sizeof(err)) != 0 ||
+    char err[256] = "bad entry header";
+    size_t payload = len >= FSM_ENTRY_HEADER ? util_get_be32(buf) : 0;
+    if (len < FSM_ENTRY_HEADER || util_get_be32(buf + 4) != FSM_ENTRY_VERSION ||
+        payload > len - FSM_ENTRY_HEADER ||
+        wire_decode(evbuscmd_Command_fields, buf + FSM_ENTRY_HEADER, payload, &cmd, err,
+                    sizeof(err)) != 0 ||
         cmd.version != 1) {
         LOG_ERRORF(MOD, "undecodable command entry skipped", "index=%llu err=\"%s\"",
                    (unsigned long long)index, err);

@@ -74,12 +74,27 @@ typedef struct fsm {
     char errmsg[256];
 } fsm;
 
+/*
+ * A Raft entry is an 8-byte header (payload length u32 BE, format version u32 BE = 1), the
+ * encoded evbuscmd.Command, and zero padding to a multiple of 8 bytes: the library's disk
+ * append refuses entry buffers whose length is not 8-byte aligned.
+ */
+#define FSM_ENTRY_HEADER 8u
+#define FSM_ENTRY_VERSION 1u
+/* Bytes of an entry carrying `payload_len` bytes of command. */
+static inline size_t fsm_entry_size(size_t payload_len)
+{
+    return (FSM_ENTRY_HEADER + payload_len + 7u) & ~(size_t)7u;
+}
+/* Writes the header and the padding around a payload already at out + FSM_ENTRY_HEADER. */
+void fsm_entry_frame(uint8_t *out, size_t payload_len);
+
 /* Loads the state from RocksDB. 0 or EVBUS_EIO / EVBUS_ENOMEM / EVBUS_EPROTO (err says what). */
 int fsm_init(fsm *f, store *db, char *err, size_t err_len);
 void fsm_close(fsm *f);
 
 /*
- * Applies one committed entry of `len` bytes. Sets *result to the scratch slot
+ * Applies one committed entry of `len` bytes (header, command, padding). Sets *result to the scratch slot
  * of this entry (borrowed, valid until FSM_RESULT_RING later entries).
  * Returns 0; on a storage error logs and exits the process (fail-stop).
  */

@@ -351,21 +351,27 @@ static void propose(node *n, batch *b)
     head[hlen++] = 0x10; /* field 2, varint */
     hlen += put_varint(head + hlen, util_now_ms());
     struct raft_buffer buf;
-    buf.len = hlen + b->ops.len;
+    size_t payload = hlen + b->ops.len;
+    buf.len = fsm_entry_size(payload);
     buf.base = raft_malloc(buf.len);
     if (buf.base == NULL) {
         batch_fail(b, EVBUS_ENOMEM);
         batch_free(b);
         return;
     }
-    memcpy(buf.base, head, hlen);
-    memcpy((uint8_t *)buf.base + hlen, b->ops.data, b->ops.len);
+    uint8_t *p = buf.base;
+    memcpy(p + FSM_ENTRY_HEADER, head, hlen);
+    memcpy(p + FSM_ENTRY_HEADER + hlen, b->ops.data, b->ops.len);
+    fsm_entry_frame(p, payload);
     n->queued_bytes -= b->ops.len;
     b->req.data = b;
     int rv = raft_apply(&n->raft, &b->req, &buf, 1, apply_cb);
     if (rv != 0) {
-        raft_free(buf.base);
-        batch_fail(b, map_raft_status(rv == RAFT_NOTLEADER ? rv : RAFT_NOTLEADER));
+        /* The library has released the buffer on failure (it may have appended and discarded
+         * it): never free it here. */
+        LOG_WARNF(MOD, "raft_apply failed", "rv=%d err=\"%s\" msg=\"%s\"", rv, raft_strerror(rv),
+                  raft_errmsg(&n->raft));
+        batch_fail(b, map_raft_status(rv));
         batch_free(b);
         return;
     }

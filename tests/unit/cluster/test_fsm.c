@@ -74,9 +74,14 @@ static const fsm_entry_result *apply(fsm *f, uint64_t index, ops_builder *b)
     uint8_t *buf;
     size_t len;
     assert_int_equal(wire_encode_body(evbuscmd_Command_fields, &cmd, &buf, &len), 0);
+    uint8_t *entry = malloc(fsm_entry_size(len));
+    memcpy(entry + FSM_ENTRY_HEADER, buf, len);
+    fsm_entry_frame(entry, len);
     g_index = index;
     const fsm_entry_result *r;
-    assert_int_equal(fsm_apply(f, buf, len, &r), 0);
+    assert_int_equal(fsm_apply(f, entry, fsm_entry_size(len), &r), 0);
+    assert_int_equal(fsm_entry_size(len) % 8, 0);
+    free(entry);
     free(buf);
     for (size_t i = 0; i < b->n; i++)
         free(b->bytes[i]);
@@ -153,7 +158,7 @@ static void test_apply_offsets_and_replay(void **state)
 
     /* An undecodable entry is rejected in the result, and still counts as applied. */
     g_index = 3;
-    const uint8_t junk[] = {0xff, 0xff, 0xff, 0x01};
+    const uint8_t junk[] = {0, 0, 0, 4, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0x01, 0, 0, 0, 0};
     assert_int_equal(fsm_apply(&f, junk, sizeof(junk), &r), 0);
     assert_int_equal(r->code, EVBUS_EPROTO);
     assert_int_equal(f.applied_index, 3);

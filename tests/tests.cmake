@@ -1,0 +1,18 @@
+# test list: see CMakeLists.txt for evbus_test()
+
+# Unit tests: one executable per module, cmocka.
+evbus_test(test_wire unit 60 SOURCES unit/wire/test_wire.c DEPS evbus_wire)
+evbus_test(test_util unit 60 SOURCES unit/common/test_util.c DEPS evbus_common)
+evbus_test(test_config unit 60 SOURCES unit/config/test_config.c DEPS evbus_config)
+evbus_test(test_envelope unit 60 SOURCES unit/api/test_envelope.c DEPS evbus_api)
+evbus_test(test_fsm unit 120 SOURCES unit/cluster/test_fsm.c DEPS evbus_cluster)
+
+# Integration tests: real evbusd processes on 127.0.0.1, driven through the SDK and raw sockets.
+evbus_test(test_badinput integration 180 SOURCES integration/test_badinput.c
+           DEPS evbus_testsdk evbus_wire)
+evbus_test(test_durability integration 300 SOURCES integration/test_durability.c
+           DEPS evbus_testsdk PkgConfig::JANSSON)
+add_test(NAME test_durability_snapshots
+         COMMAND test_durability --snapshot-threshold 16 --snapshot-trailing 16)
+set_tests_properties(test_durability_snapshots PROPERTIES LABELS integration TIMEOUT 300
+                     ENVIRONMENT "${EVBUS_TEST_ENV}")
