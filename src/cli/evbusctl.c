@@ -1,0 +1,1112 @@
+/*
+ * evbusctl: the operator CLI, built only on the SDK (include/evbus/evbus.h).
+ *
+ *   evbusctl [--servers LIST] [--json] [--timeout MS] COMMAND [ARGS]
+ *
+ * One table, `commands`, names every command with its usage, help text,
+ * positional arguments, accepted options and handler: dispatch, argument checks
+ * and the help text all read it, so they cannot disagree. Arguments are checked
+ * before the client connects, so a usage error never waits for a server.
+ *
+ * Output is human text by default and one JSON document on stdout with --json;
+ * `read` prints the server's JSON envelopes one per line in both modes. Exit
+ * status: 0 success, 1 failure with one line "evbusctl: message (EVBUS_ENAME)"
+ * on stderr, 2 usage error.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "evbus/evbus.h"
+
+#define PROG "evbusctl"
+#define EXIT_FAIL 1
+#define EXIT_USAGE 2
+#define DEFAULT_SERVERS "127.0.0.1:7070"
+/* Batches of --file stay under the SDK's default 4 MiB frame; ETOOBIG still splits a batch. */
+#define PUBLISH_BATCH_BYTES (3u * 1024u * 1024u)
+#define ENTRY_FIELD_OVERHEAD 16u
+
+struct opt {
+    const char *name; /* points into argv, name_len bytes */
+    size_t name_len;
+    const char *value;
+};
+
+struct args {
+    const char **pos;
+    int n_pos;
+    struct opt *opts;
+    int n_opts;
+};
+
+struct cli;
+
+struct command {
+    const char *words; /* "bus create" */
+    const char *usage; /* what follows the words */
+    const char *help;
+    int n_pos;        /* positional arguments; -1: any number */
+    const char *opts; /* accepted options, space-separated; a trailing '*' allows repeats */
+    bool connect;     /* needs a client */
+    int (*run)(struct cli *cli, const struct args *a);
+};
+
+struct cli {
+    const char *servers;
+    uint32_t timeout_ms; /* 0: the SDK's default */
+    bool json;
+    evbus_client *client;
+    const struct command *cmd;
+};
+
+static int cmd_bus_create(struct cli *cli, const struct args *a);
+static int cmd_bus_list(struct cli *cli, const struct args *a);
+static int cmd_bus_describe(struct cli *cli, const struct args *a);
+static int cmd_bus_delete(struct cli *cli, const struct args *a);
+static int cmd_publish(struct cli *cli, const struct args *a);
+static int cmd_read(struct cli *cli, const struct args *a);
+static int cmd_cluster_status(struct cli *cli, const struct args *a);
+static int cmd_help(struct cli *cli, const struct args *a);
+
+static const struct command commands[] = {
+    {"bus create", "NAME [--partitions N]",
+     "create a bus; without --partitions the server's default (4)", 1, "partitions", true,
+     cmd_bus_create},
+    {"bus list", "", "list buses", 0, "", true, cmd_bus_list},
+    {"bus describe", "NAME", "show a bus with its partitions' offsets and event counts", 1, "",
+     true, cmd_bus_describe},
+    {"bus delete", "NAME", "delete a bus and its events", 1, "", true, cmd_bus_delete},
+    {"publish",
+     "BUS --source S --detail-type T --detail JSON [--partition-key K] [--resource R]... "
+     "[--time T]",
+     "publish one event; prints its partition, offset and event id", 1,
+     "source detail-type detail partition-key resource* time file", true, cmd_publish},
+    {"publish", "BUS --file FILE",
+     "publish JSON lines of FILE (- for stdin), each an EventBridge PutEvents entry with "
+     "Source, DetailType, Detail (an object or a string holding one), Resources, Time, "
+     "PartitionKey; sent up to 100 per request. Prints \"published N, failed M\" and each failed "
+     "entry's line on stderr; a malformed line stops the run after the lines before it.",
+     1, "source detail-type detail partition-key resource* time file", true, cmd_publish},
+    {"read", "BUS --partition P [--from OFFSET] [--count N]",
+     "print events of a partition, one JSON envelope per line (default: from the first stored "
+     "offset to the end)",
+     1, "partition from count", true, cmd_read},
+    {"cluster status", "", "show the cluster's nodes, roles and indexes", 0, "", true,
+     cmd_cluster_status},
+    {"help", "", "show this help", -1, "", false, cmd_help},
+};
+
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+/* ------------------------------------------------------------------ output */
+
+/* Prints `text` word-wrapped at 80 columns, each line indented by `indent` spaces. */
+static void print_wrapped(FILE *out, const char *text, int indent)
+{
+    const int width = 80 - indent;
+    while (*text) {
+        int len = (int)strlen(text);
+        if (len > width) {
+            len = width;
+            while (len > 0 && text[len] != ' ')
+                len--;
+            if (len == 0)
+                len = width;
+        }
+        fprintf(out, "%*s%.*s\n", indent, "", len, text);
+        text += len;
+        while (*text == ' ')
+            text++;
+    }
+}
+
+static void print_usage(FILE *out)
+{
+    fprintf(out, "usage: " PROG " [--servers HOST:PORT,...] [--json] [--timeout MS] COMMAND "
+                 "[ARGS]\n\ncommands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        const struct command *c = &commands[i];
+        fprintf(out, "  %s%s%s\n", c->words, c->usage[0] ? " " : "", c->usage);
+        print_wrapped(out, c->help, 6);
+    }
+    fprintf(out, "\nglobal options (before or after the command):\n"
+                 "  --servers LIST  servers to try in order, host:port[,host:port...]\n"
+                 "                  (default: $EVBUS_SERVERS, else " DEFAULT_SERVERS ")\n"
+                 "  --json          machine-readable output\n"
+                 "  --timeout MS    bound of each request in milliseconds (default 10000)\n"
+                 "  -h, --help      show this help\n"
+                 "\nexit status: 0 success, 1 failure, 2 usage error\n");
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, PROG ": ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, " (see " PROG " --help)\n");
+    return EXIT_USAGE;
+}
+
+static int fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The one error line: "evbusctl: message (EVBUS_ENAME)". */
+static int fail(int code, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, PROG ": ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    if (code != 0)
+        fprintf(stderr, " (%s)", evbus_errname(code));
+    fputc('\n', stderr);
+    return EXIT_FAIL;
+}
+
+static const char *sdk_msg(const struct cli *cli, int rc)
+{
+    const char *m = evbus_client_errmsg(cli->client);
+    return m[0] ? m : evbus_strerror(rc);
+}
+
+static int sdk_fail(const struct cli *cli, int rc)
+{
+    return fail(rc, "%s", sdk_msg(cli, rc));
+}
+
+/* A JSON string, or null when the text is not UTF-8 (jansson refuses it). */
+static json_t *jstr(const char *s)
+{
+    json_t *j = json_string(s ? s : "");
+    return j ? j : json_null();
+}
+
+static json_t *jint(uint64_t v)
+{
+    return json_integer((json_int_t)v);
+}
+
+static int print_json(json_t *j)
+{
+    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(j);
+    if (s == NULL)
+        return fail(EVBUS_ENOMEM, "cannot build JSON output");
+    puts(s);
+    free(s);
+    return 0;
+}
+
+/* A text table whose columns are as wide as their widest cell. */
+struct table {
+    size_t n_cols;
+    size_t n_rows;
+    size_t cap_rows;
+    char **cells; /* n_rows * n_cols, owned */
+};
+
+static int table_add(struct table *t, const char *const *row)
+{
+    if (t->n_rows == t->cap_rows) {
+        size_t cap = t->cap_rows ? t->cap_rows * 2 : 16;
+        char **cells = realloc(t->cells, cap * t->n_cols * sizeof(*cells));
+        if (cells == NULL)
+            return -1;
+        t->cells = cells;
+        t->cap_rows = cap;
+    }
+    for (size_t i = 0; i < t->n_cols; i++)
+        t->cells[t->n_rows * t->n_cols + i] = strdup(row[i] ? row[i] : "");
+    t->n_rows++;
+    return 0;
+}
+
+static void table_print_free(struct table *t)
+{
+    size_t width[16] = {0};
+    for (size_t r = 0; r < t->n_rows; r++)
+        for (size_t i = 0; i < t->n_cols && i < 16; i++) {
+            const char *s = t->cells[r * t->n_cols + i];
+            size_t len = s ? strlen(s) : 0;
+            if (len > width[i])
+                width[i] = len;
+        }
+    for (size_t r = 0; r < t->n_rows; r++) {
+        for (size_t i = 0; i < t->n_cols; i++) {
+            const char *s = t->cells[r * t->n_cols + i];
+            if (i + 1 < t->n_cols)
+                printf("%-*s  ", (int)width[i], s ? s : "");
+            else
+                printf("%s\n", s ? s : "");
+        }
+    }
+    for (size_t k = 0; k < t->n_rows * t->n_cols; k++)
+        free(t->cells[k]);
+    free(t->cells);
+    memset(t, 0, sizeof(*t));
+}
+
+/* --------------------------------------------------------------- arguments */
+
+static int parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (s[0] < '0' || s[0] > '9' || *end != '\0' || errno != 0 || v < min || v > max)
+        return usage_error("%s wants a whole number from %" PRIu64 " to %" PRIu64 ", not '%s'", opt,
+                           min, max, s);
+    *out = v;
+    return 0;
+}
+
+static const char *opt_get(const struct args *a, const char *name)
+{
+    const char *v = NULL;
+    for (int i = 0; i < a->n_opts; i++)
+        if (strlen(name) == a->opts[i].name_len &&
+            strncmp(a->opts[i].name, name, a->opts[i].name_len) == 0)
+            v = a->opts[i].value;
+    return v;
+}
+
+/* Looks `name` (name_len bytes) up in a command's option list; 1 found, 2 found and repeatable. */
+static int opt_spec(const char *spec, const char *name, size_t name_len)
+{
+    const char *p = spec;
+    while (*p) {
+        while (*p == ' ')
+            p++;
+        const char *end = p;
+        while (*end && *end != ' ')
+            end++;
+        size_t len = (size_t)(end - p);
+        bool repeat = len > 0 && p[len - 1] == '*';
+        if (repeat)
+            len--;
+        if (len > 0 && len == name_len && strncmp(p, name, len) == 0)
+            return repeat ? 2 : 1;
+        p = end;
+    }
+    return 0;
+}
+
+/*
+ * Global options. Returns 1 when argv[*i] was one (and consumed its value), 0 when it is not,
+ * EXIT_USAGE after printing a usage error, or -1 for --help.
+ */
+static int global_opt(struct cli *cli, int argc, char **argv, int *i)
+{
+    const char *arg = argv[*i];
+    if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0)
+        return -1;
+    if (strcmp(arg, "--json") == 0) {
+        cli->json = true;
+        return 1;
+    }
+    const char *names[] = {"--servers", "--timeout"};
+    for (size_t k = 0; k < 2; k++) {
+        size_t len = strlen(names[k]);
+        const char *value = NULL;
+        if (strcmp(arg, names[k]) == 0) {
+            if (*i + 1 >= argc)
+                return usage_error("%s wants a value", names[k]);
+            value = argv[++*i];
+        } else if (strncmp(arg, names[k], len) == 0 && arg[len] == '=') {
+            value = arg + len + 1;
+        } else {
+            continue;
+        }
+        if (k == 0) {
+            if (value[0] == '\0')
+                return usage_error("--servers is empty");
+            cli->servers = value;
+        } else {
+            uint64_t ms;
+            if (parse_u64("--timeout", value, 1, UINT32_MAX, &ms) != 0)
+                return EXIT_USAGE;
+            cli->timeout_ms = (uint32_t)ms;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+/* Splits a command's arguments into positionals and options, checking both against the table. */
+static int parse_args(struct cli *cli, const struct command *cmd, int argc, char **argv, int start,
+                      struct args *a)
+{
+    bool only_pos = false;
+    for (int i = start; i < argc; i++) {
+        const char *arg = argv[i];
+        if (only_pos || arg[0] != '-' || strcmp(arg, "-") == 0) {
+            a->pos[a->n_pos++] = arg;
+            continue;
+        }
+        if (strcmp(arg, "--") == 0) {
+            only_pos = true;
+            continue;
+        }
+        /* Global options are also accepted after the command. */
+        int g = global_opt(cli, argc, argv, &i);
+        if (g == -1) {
+            print_usage(stdout);
+            return -1;
+        }
+        if (g == EXIT_USAGE)
+            return EXIT_USAGE;
+        if (g == 1)
+            continue;
+        if (strncmp(arg, "--", 2) != 0)
+            return usage_error("unknown option '%s' for '%s'", arg, cmd->words);
+        const char *name = arg + 2;
+        const char *eq = strchr(name, '=');
+        size_t name_len = eq ? (size_t)(eq - name) : strlen(name);
+        int kind = opt_spec(cmd->opts, name, name_len);
+        if (kind == 0)
+            return usage_error("unknown option '--%.*s' for '%s'", (int)name_len, name, cmd->words);
+        const char *value = eq ? eq + 1 : NULL;
+        if (value == NULL) {
+            if (i + 1 >= argc)
+                return usage_error("--%.*s wants a value", (int)name_len, name);
+            value = argv[++i];
+        }
+        if (kind == 1) {
+            for (int k = 0; k < a->n_opts; k++)
+                if (a->opts[k].name_len == name_len &&
+                    strncmp(a->opts[k].name, name, name_len) == 0)
+                    return usage_error("--%.*s given twice", (int)name_len, name);
+        }
+        a->opts[a->n_opts++] = (struct opt){name, name_len, value};
+    }
+    if (cmd->n_pos >= 0 && a->n_pos != cmd->n_pos) {
+        if (a->n_pos < cmd->n_pos)
+            return usage_error("'%s' wants %s", cmd->words, cmd->usage);
+        return usage_error("unexpected argument '%s' for '%s'", a->pos[cmd->n_pos], cmd->words);
+    }
+    return 0;
+}
+
+/* Finds the command named by argv[*i...]; advances *i past its words. */
+static const struct command *find_command(int argc, char **argv, int *i)
+{
+    for (size_t k = 0; k < N_COMMANDS; k++) {
+        const char *w = commands[k].words;
+        int j = *i;
+        bool match = true;
+        while (*w && match) {
+            const char *end = strchr(w, ' ');
+            size_t len = end ? (size_t)(end - w) : strlen(w);
+            match = j < argc && strlen(argv[j]) == len && strncmp(argv[j], w, len) == 0;
+            j++;
+            w += len;
+            while (*w == ' ')
+                w++;
+        }
+        if (match) {
+            *i = j;
+            return &commands[k];
+        }
+    }
+    return NULL;
+}
+
+static int unknown_command(int argc, char **argv, int i)
+{
+    /* A known group with a wrong or missing subcommand gets the group's list. */
+    size_t glen = strlen(argv[i]);
+    char subs[256] = "";
+    for (size_t k = 0; k < N_COMMANDS; k++) {
+        const char *w = commands[k].words;
+        if (strncmp(w, argv[i], glen) == 0 && w[glen] == ' ' && !strstr(subs, w + glen + 1)) {
+            size_t used = strlen(subs);
+            snprintf(subs + used, sizeof(subs) - used, "%s%s", used ? ", " : "", w + glen + 1);
+        }
+    }
+    if (subs[0] && i + 1 < argc)
+        return usage_error("unknown command '%s %s'; '%s' has: %s", argv[i], argv[i + 1], argv[i],
+                           subs);
+    if (subs[0])
+        return usage_error("'%s' wants a command: %s", argv[i], subs);
+    return usage_error("unknown command '%s'", argv[i]);
+}
+
+/* ---------------------------------------------------------------- commands */
+
+static json_t *bus_json(const evbus_bus_info *b)
+{
+    json_t *parts = json_array();
+    for (size_t i = 0; i < b->n_partition_info; i++) {
+        const evbus_partition_info *p = &b->partition_info[i];
+        json_array_append_new(parts,
+                              json_pack("{s:I,s:I,s:I}", "partition", (json_int_t)p->partition,
+                                        "first_offset", (json_int_t)p->first_offset, "next_offset",
+                                        (json_int_t)p->next_offset));
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "name", jstr(b->name));
+    json_object_set_new(o, "partitions", jint(b->partitions));
+    json_object_set_new(o, "created_index", jint(b->created_index));
+    json_object_set_new(o, "created_time", jstr(b->created_time));
+    json_object_set_new(o, "events", jint(b->events));
+    json_object_set_new(o, "partitions_info", parts);
+    return o;
+}
+
+static void bus_print(const evbus_bus_info *b)
+{
+    printf("bus:            %s\n", b->name);
+    printf("partitions:     %" PRIu32 "\n", b->partitions);
+    printf("created index:  %" PRIu64 "\n", b->created_index);
+    printf("created time:   %s\n", b->created_time);
+    printf("events:         %" PRIu64 "\n", b->events);
+    if (b->n_partition_info == 0)
+        return;
+    putchar('\n');
+    struct table t = {.n_cols = 4};
+    const char *head[] = {"PARTITION", "FIRST_OFFSET", "NEXT_OFFSET", "EVENTS"};
+    table_add(&t, head);
+    for (size_t i = 0; i < b->n_partition_info; i++) {
+        const evbus_partition_info *p = &b->partition_info[i];
+        char c0[16], c1[24], c2[24], c3[24];
+        snprintf(c0, sizeof(c0), "%" PRIu32, p->partition);
+        snprintf(c1, sizeof(c1), "%" PRIu64, p->first_offset);
+        snprintf(c2, sizeof(c2), "%" PRIu64, p->next_offset);
+        snprintf(c3, sizeof(c3), "%" PRIu64,
+                 p->next_offset > p->first_offset ? p->next_offset - p->first_offset : 0);
+        const char *row[] = {c0, c1, c2, c3};
+        table_add(&t, row);
+    }
+    table_print_free(&t);
+}
+
+static int cmd_bus_create(struct cli *cli, const struct args *a)
+{
+    const char *name = a->pos[0];
+    uint64_t partitions = 0;
+    const char *p = opt_get(a, "partitions");
+    if (p && parse_u64("--partitions", p, 1, UINT32_MAX, &partitions) != 0)
+        return EXIT_USAGE;
+    int rc = evbus_bus_create(cli->client, name, (uint32_t)partitions);
+    if (rc != 0)
+        return sdk_fail(cli, rc);
+    /* The SDK's create returns no details: read them back for the output. */
+    evbus_bus_info *b = NULL;
+    if (evbus_bus_describe(cli->client, name, &b) != 0) {
+        if (cli->json)
+            return print_json(
+                json_pack("{s:o,s:I}", "name", jstr(name), "partitions", (json_int_t)partitions));
+        printf("created bus %s\n", name);
+        return 0;
+    }
+    if (cli->json) {
+        rc = print_json(bus_json(b));
+    } else {
+        printf("created bus %s with %" PRIu32 " partitions\n", b->name, b->partitions);
+        rc = 0;
+    }
+    evbus_bus_info_free(b);
+    return rc;
+}
+
+static int cmd_bus_list(struct cli *cli, const struct args *a)
+{
+    (void)a;
+    evbus_bus_info *buses = NULL;
+    size_t n = 0;
+    int rc = evbus_bus_list(cli->client, &buses, &n);
+    if (rc != 0)
+        return sdk_fail(cli, rc);
+    if (cli->json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(arr, bus_json(&buses[i]));
+        rc = print_json(arr);
+    } else if (n == 0) {
+        printf("no buses\n");
+    } else {
+        struct table t = {.n_cols = 5};
+        const char *head[] = {"NAME", "PARTITIONS", "EVENTS", "CREATED_INDEX", "CREATED_TIME"};
+        table_add(&t, head);
+        for (size_t i = 0; i < n; i++) {
+            char c1[16], c2[24], c3[24];
+            snprintf(c1, sizeof(c1), "%" PRIu32, buses[i].partitions);
+            snprintf(c2, sizeof(c2), "%" PRIu64, buses[i].events);
+            snprintf(c3, sizeof(c3), "%" PRIu64, buses[i].created_index);
+            const char *row[] = {buses[i].name, c1, c2, c3, buses[i].created_time};
+            table_add(&t, row);
+        }
+        table_print_free(&t);
+    }
+    evbus_bus_list_free(buses, n);
+    return rc;
+}
+
+static int cmd_bus_describe(struct cli *cli, const struct args *a)
+{
+    evbus_bus_info *b = NULL;
+    int rc = evbus_bus_describe(cli->client, a->pos[0], &b);
+    if (rc != 0)
+        return sdk_fail(cli, rc);
+    if (cli->json)
+        rc = print_json(bus_json(b));
+    else
+        bus_print(b);
+    evbus_bus_info_free(b);
+    return rc;
+}
+
+static int cmd_bus_delete(struct cli *cli, const struct args *a)
+{
+    int rc = evbus_bus_delete(cli->client, a->pos[0]);
+    if (rc != 0)
+        return sdk_fail(cli, rc);
+    if (cli->json)
+        return print_json(json_pack("{s:o,s:b}", "name", jstr(a->pos[0]), "deleted", 1));
+    printf("deleted bus %s\n", a->pos[0]);
+    return 0;
+}
+
+static json_t *put_result_json(const evbus_put_result *r)
+{
+    if (r->code == 0)
+        return json_pack("{s:I,s:I,s:o}", "partition", (json_int_t)r->partition, "offset",
+                         (json_int_t)r->offset, "event_id", jstr(r->event_id));
+    return json_pack("{s:i,s:s,s:o}", "error_code", r->code, "error_name", evbus_errname(r->code),
+                     "error_message", jstr(r->message));
+}
+
+static int publish_one(struct cli *cli, const struct args *a)
+{
+    const char *bus = a->pos[0];
+    evbus_entry e = {
+        .source = opt_get(a, "source"),
+        .detail_type = opt_get(a, "detail-type"),
+        .detail = opt_get(a, "detail"),
+        .time = opt_get(a, "time"),
+        .partition_key = opt_get(a, "partition-key"),
+    };
+    if (e.source == NULL || e.detail_type == NULL || e.detail == NULL)
+        return usage_error("publish wants --source, --detail-type and --detail, or --file");
+    const char **res = calloc((size_t)a->n_opts + 1, sizeof(*res));
+    if (res == NULL)
+        return fail(EVBUS_ENOMEM, "out of memory");
+    for (int i = 0; i < a->n_opts; i++)
+        if (a->opts[i].name_len == 8 && strncmp(a->opts[i].name, "resource", 8) == 0)
+            res[e.n_resources++] = a->opts[i].value;
+    e.resources = res;
+
+    evbus_put_result r;
+    size_t failed = 0;
+    int rc = evbus_put_events(cli->client, bus, &e, 1, &r, &failed, NULL);
+    free(res);
+    if (rc != 0)
+        return sdk_fail(cli, rc);
+    if (cli->json) {
+        json_t *entries = json_array();
+        json_array_append_new(entries, put_result_json(&r));
+        rc = print_json(
+            json_pack("{s:o,s:I}", "entries", entries, "failed_count", (json_int_t)failed));
+        if (rc != 0)
+            return rc;
+    } else if (r.code == 0) {
+        printf("partition=%" PRIu32 " offset=%" PRIu64 " event_id=%s\n", r.partition, r.offset,
+               r.event_id);
+    }
+    if (r.code != 0)
+        return fail(r.code, "event not published: %s", r.message);
+    return 0;
+}
+
+/* Entries of --file waiting to be sent; their strings live in `roots` and `details`. */
+struct batch {
+    evbus_entry entries[EVBUS_MAX_ENTRIES_PER_PUT];
+    json_t *roots[EVBUS_MAX_ENTRIES_PER_PUT];
+    char *details[EVBUS_MAX_ENTRIES_PER_PUT]; /* Detail objects serialised (owned) */
+    const char **resources[EVBUS_MAX_ENTRIES_PER_PUT];
+    size_t lines[EVBUS_MAX_ENTRIES_PER_PUT];
+    size_t n;
+    size_t bytes;
+};
+
+struct publish_run {
+    struct cli *cli;
+    const char *bus;
+    struct batch batch;
+    json_t *out_entries; /* --json */
+    size_t published;
+    size_t failed;
+    int status; /* exit status so far */
+};
+
+static void batch_clear(struct batch *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        json_decref(b->roots[i]);
+        free(b->details[i]);
+        free(b->resources[i]);
+    }
+    b->n = 0;
+    b->bytes = 0;
+}
+
+static const char *field_string(json_t *root, const char *key, bool required, char *err,
+                                size_t err_len)
+{
+    json_t *v = json_object_get(root, key);
+    if (v == NULL || json_is_null(v)) {
+        if (required)
+            snprintf(err, err_len, "%s is required", key);
+        return NULL;
+    }
+    if (!json_is_string(v)) {
+        snprintf(err, err_len, "%s must be a string", key);
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
+/* Parses one line of --file into the next slot of the batch. 0, or -1 with `err` filled. */
+static int parse_entry(struct publish_run *run, const char *line, size_t lineno, char *err,
+                       size_t err_len)
+{
+    struct batch *b = &run->batch;
+    size_t k = b->n;
+    json_error_t jerr;
+    json_t *root = json_loads(line, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        snprintf(err, err_len, "not JSON: %s", jerr.text);
+        return -1;
+    }
+    if (!json_is_object(root)) {
+        snprintf(err, err_len, "not a JSON object");
+        goto fail;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v)
+    {
+        static const char *const known[] = {"Source", "DetailType",   "Detail",      "Resources",
+                                            "Time",   "PartitionKey", "EventBusName"};
+        bool ok = false;
+        for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+            ok |= strcmp(key, known[i]) == 0;
+        if (!ok) {
+            snprintf(err, err_len, "unknown field \"%s\"", key);
+            goto fail;
+        }
+    }
+    err[0] = '\0';
+    evbus_entry *e = &b->entries[k];
+    memset(e, 0, sizeof(*e));
+    b->details[k] = NULL;
+    b->resources[k] = NULL;
+    e->source = field_string(root, "Source", true, err, err_len);
+    e->detail_type = field_string(root, "DetailType", true, err, err_len);
+    e->time = field_string(root, "Time", false, err, err_len);
+    e->partition_key = field_string(root, "PartitionKey", false, err, err_len);
+    const char *bus_name = field_string(root, "EventBusName", false, err, err_len);
+    if (err[0])
+        goto fail;
+    if (bus_name && strcmp(bus_name, run->bus) != 0) {
+        snprintf(err, err_len, "EventBusName \"%s\" is not bus \"%s\"", bus_name, run->bus);
+        goto fail;
+    }
+    json_t *detail = json_object_get(root, "Detail");
+    if (json_is_string(detail)) {
+        e->detail = json_string_value(detail);
+    } else if (json_is_object(detail)) {
+        b->details[k] = json_dumps(detail, JSON_COMPACT);
+        if (b->details[k] == NULL) {
+            snprintf(err, err_len, "out of memory");
+            goto fail;
+        }
+        e->detail = b->details[k];
+    } else {
+        snprintf(err, err_len, "Detail %s: a JSON object or a string holding one",
+                 detail ? "has the wrong type" : "is required");
+        goto fail;
+    }
+    size_t bytes = strlen(e->source) + strlen(e->detail_type) + strlen(e->detail) +
+                   (e->time ? strlen(e->time) : 0) +
+                   (e->partition_key ? strlen(e->partition_key) : 0) + 6 * ENTRY_FIELD_OVERHEAD;
+    json_t *res = json_object_get(root, "Resources");
+    if (res && !json_is_null(res)) {
+        if (!json_is_array(res)) {
+            snprintf(err, err_len, "Resources must be an array of strings");
+            goto fail;
+        }
+        size_t n = json_array_size(res);
+        b->resources[k] = calloc(n + 1, sizeof(*b->resources[k]));
+        if (b->resources[k] == NULL) {
+            snprintf(err, err_len, "out of memory");
+            goto fail;
+        }
+        for (size_t i = 0; i < n; i++) {
+            json_t *r = json_array_get(res, i);
+            if (!json_is_string(r)) {
+                snprintf(err, err_len, "Resources must be an array of strings");
+                goto fail;
+            }
+            b->resources[k][i] = json_string_value(r);
+            bytes += strlen(b->resources[k][i]) + ENTRY_FIELD_OVERHEAD;
+        }
+        e->resources = b->resources[k];
+        e->n_resources = n;
+    }
+    b->roots[k] = root;
+    b->lines[k] = lineno;
+    b->bytes += bytes;
+    b->n++;
+    return 0;
+
+fail:
+    free(b->details[k]);
+    free(b->resources[k]);
+    b->details[k] = NULL;
+    b->resources[k] = NULL;
+    json_decref(root);
+    return -1;
+}
+
+static void record_result(struct publish_run *run, size_t line, const evbus_put_result *r)
+{
+    if (run->out_entries)
+        json_array_append_new(run->out_entries, put_result_json(r));
+    if (r->code == 0) {
+        run->published++;
+        return;
+    }
+    run->failed++;
+    fail(r->code, "line %zu: %s", line, r->message);
+    run->status = EXIT_FAIL;
+}
+
+/* Sends entries [from, from + n) of the batch; a batch over the frame limit is split. */
+static int send_range(struct publish_run *run, size_t from, size_t n)
+{
+    struct batch *b = &run->batch;
+    evbus_put_result results[EVBUS_MAX_ENTRIES_PER_PUT];
+    int rc =
+        evbus_put_events(run->cli->client, run->bus, &b->entries[from], n, results, NULL, NULL);
+    if (rc == EVBUS_ETOOBIG && n > 1) {
+        rc = send_range(run, from, n / 2);
+        return rc != 0 ? rc : send_range(run, from + n / 2, n - n / 2);
+    }
+    if (rc == EVBUS_ETOOBIG) {
+        evbus_put_result r = {.code = rc};
+        snprintf(r.message, sizeof(r.message), "%s", sdk_msg(run->cli, rc));
+        record_result(run, b->lines[from], &r);
+        return 0;
+    }
+    if (rc != 0) {
+        if (n == 1)
+            fail(rc, "line %zu: %s", b->lines[from], sdk_msg(run->cli, rc));
+        else
+            fail(rc, "lines %zu-%zu: %s", b->lines[from], b->lines[from + n - 1],
+                 sdk_msg(run->cli, rc));
+        run->status = EXIT_FAIL;
+        return rc;
+    }
+    for (size_t i = 0; i < n; i++)
+        record_result(run, b->lines[from + i], &results[i]);
+    return 0;
+}
+
+static int flush_batch(struct publish_run *run)
+{
+    int rc = run->batch.n ? send_range(run, 0, run->batch.n) : 0;
+    batch_clear(&run->batch);
+    return rc;
+}
+
+static int publish_file(struct cli *cli, const struct args *a, const char *path)
+{
+    static const char *const single[] = {"source",        "detail-type", "detail",
+                                         "partition-key", "resource",    "time"};
+    for (size_t i = 0; i < sizeof(single) / sizeof(single[0]); i++)
+        if (opt_get(a, single[i]))
+            return usage_error("--file cannot be combined with --%s", single[i]);
+
+    FILE *in = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+    if (in == NULL)
+        return fail(0, "cannot open %s: %s", path, strerror(errno));
+    struct publish_run *run = calloc(1, sizeof(*run));
+    char *line = NULL;
+    size_t cap = 0;
+    size_t lineno = 0;
+    if (run == NULL) {
+        fail(EVBUS_ENOMEM, "out of memory");
+        goto out;
+    }
+    run->cli = cli;
+    run->bus = a->pos[0];
+    run->out_entries = cli->json ? json_array() : NULL;
+
+    /* Everything before a malformed line is published, nothing from it on. */
+    ssize_t len;
+    while ((len = getline(&line, &cap, in)) >= 0) {
+        lineno++;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            line[--len] = '\0';
+        size_t skip = strspn(line, " \t");
+        if (line[skip] == '\0')
+            continue;
+        char err[256];
+        if (parse_entry(run, line, lineno, err, sizeof(err)) != 0) {
+            if (flush_batch(run) == 0)
+                fail(EVBUS_EINVAL, "line %zu: %s", lineno, err);
+            run->status = EXIT_FAIL;
+            break;
+        }
+        if (run->batch.n == EVBUS_MAX_ENTRIES_PER_PUT || run->batch.bytes >= PUBLISH_BATCH_BYTES)
+            if (flush_batch(run) != 0)
+                break;
+    }
+    if (run->status == 0 && ferror(in)) {
+        fail(0, "reading %s: %s", path, strerror(errno));
+        run->status = EXIT_FAIL;
+    }
+    if (run->status == 0 || run->batch.n > 0)
+        flush_batch(run);
+    if (cli->json) {
+        json_t *o = json_pack("{s:o,s:I}", "entries", run->out_entries, "failed_count",
+                              (json_int_t)run->failed);
+        run->out_entries = NULL;
+        if (print_json(o) != 0)
+            run->status = EXIT_FAIL;
+    } else {
+        printf("published %zu, failed %zu\n", run->published, run->failed);
+    }
+out:;
+    int status = run ? run->status : EXIT_FAIL;
+    if (run) {
+        batch_clear(&run->batch);
+        json_decref(run->out_entries);
+        free(run);
+    }
+    free(line);
+    if (in != stdin)
+        fclose(in);
+    return status;
+}
+
+static int cmd_publish(struct cli *cli, const struct args *a)
+{
+    const char *file = opt_get(a, "file");
+    return file ? publish_file(cli, a, file) : publish_one(cli, a);
+}
+
+static int cmd_read(struct cli *cli, const struct args *a)
+{
+    const char *bus = a->pos[0];
+    uint64_t partition = 0;
+    uint64_t from = 0;
+    uint64_t count = UINT64_MAX;
+    const char *p = opt_get(a, "partition");
+    if (p == NULL)
+        return usage_error("read wants --partition P");
+    if (parse_u64("--partition", p, 0, UINT32_MAX, &partition) != 0)
+        return EXIT_USAGE;
+    const char *f = opt_get(a, "from");
+    if (f && parse_u64("--from", f, 0, UINT64_MAX, &from) != 0)
+        return EXIT_USAGE;
+    const char *n = opt_get(a, "count");
+    if (n && parse_u64("--count", n, 1, UINT64_MAX, &count) != 0)
+        return EXIT_USAGE;
+
+    int rc;
+    if (f == NULL) {
+        /* Start at the first offset still stored, so retention does not make it ERANGE. */
+        evbus_bus_info *b = NULL;
+        rc = evbus_bus_describe(cli->client, bus, &b);
+        if (rc != 0)
+            return sdk_fail(cli, rc);
+        for (size_t i = 0; i < b->n_partition_info; i++)
+            if (b->partition_info[i].partition == partition)
+                from = b->partition_info[i].first_offset;
+        evbus_bus_info_free(b);
+    }
+    uint64_t printed = 0;
+    while (printed < count) {
+        uint64_t want = count - printed;
+        evbus_read_result *r = NULL;
+        rc = evbus_read(cli->client, bus, (uint32_t)partition, from,
+                        count == UINT64_MAX ? 0 : (uint32_t)(want > UINT32_MAX ? UINT32_MAX : want),
+                        0, &r);
+        if (rc != 0)
+            return sdk_fail(cli, rc);
+        for (size_t i = 0; i < r->n_events && printed < count; i++, printed++) {
+            fwrite(r->events[i].json, 1, r->events[i].json_len, stdout);
+            putchar('\n');
+        }
+        /* End of partition, or a page that made no progress. */
+        bool more = r->n_events > 0 && r->next_offset > from && r->next_offset < r->end_offset;
+        from = r->next_offset;
+        evbus_read_result_free(r);
+        if (!more)
+            break;
+    }
+    return 0;
+}
+
+static const char *yes_no(int v)
+{
+    return v ? "yes" : "no";
+}
+
+static int cmd_cluster_status(struct cli *cli, const struct args *a)
+{
+    (void)a;
+    evbus_cluster_status *s = NULL;
+    int rc = evbus_cluster_status_get(cli->client, &s);
+    if (rc != 0)
+        return sdk_fail(cli, rc);
+    if (cli->json) {
+        json_t *nodes = json_array();
+        for (size_t i = 0; i < s->n_nodes; i++) {
+            const evbus_node_status *n = &s->nodes[i];
+            json_t *o = json_object();
+            json_object_set_new(o, "node_id", jint(n->node_id));
+            json_object_set_new(o, "raft_addr", jstr(n->raft_addr));
+            json_object_set_new(o, "client_addr", jstr(n->client_addr));
+            json_object_set_new(o, "role", jstr(n->role));
+            json_object_set_new(o, "voter", json_boolean(n->voter));
+            json_object_set_new(o, "leader", json_boolean(n->leader));
+            json_object_set_new(o, "applied_index", jint(n->applied_index));
+            json_object_set_new(o, "commit_index", jint(n->commit_index));
+            json_object_set_new(o, "catching_up", json_boolean(n->catching_up));
+            json_object_set_new(o, "term", jint(n->term));
+            json_array_append_new(nodes, o);
+        }
+        json_t *o = json_object();
+        json_object_set_new(o, "leader_id", jint(s->leader_id));
+        json_object_set_new(o, "leader_addr", jstr(s->leader_addr));
+        json_object_set_new(o, "term", jint(s->term));
+        json_object_set_new(o, "nodes", nodes);
+        rc = print_json(o);
+    } else {
+        if (s->leader_id)
+            printf("leader: node %" PRIu32 " at %s, term %" PRIu64 "\n\n", s->leader_id,
+                   s->leader_addr, s->term);
+        else
+            printf("leader: none known, term %" PRIu64 "\n\n", s->term);
+        struct table t = {.n_cols = 9};
+        const char *head[] = {"ID",     "RAFT_ADDR", "CLIENT_ADDR", "ROLE",       "VOTER",
+                              "LEADER", "APPLIED",   "COMMIT",      "CATCHING_UP"};
+        table_add(&t, head);
+        for (size_t i = 0; i < s->n_nodes; i++) {
+            const evbus_node_status *n = &s->nodes[i];
+            char id[16], applied[24], commit[24];
+            snprintf(id, sizeof(id), "%" PRIu32, n->node_id);
+            snprintf(applied, sizeof(applied), "%" PRIu64, n->applied_index);
+            snprintf(commit, sizeof(commit), "%" PRIu64, n->commit_index);
+            const char *row[] = {id,      n->raft_addr,     n->client_addr,
+                                 n->role, yes_no(n->voter), yes_no(n->leader),
+                                 applied, commit,           yes_no(n->catching_up)};
+            table_add(&t, row);
+        }
+        table_print_free(&t);
+    }
+    evbus_cluster_status_free(s);
+    return rc;
+}
+
+static int cmd_help(struct cli *cli, const struct args *a)
+{
+    (void)cli;
+    (void)a;
+    print_usage(stdout);
+    return 0;
+}
+
+/* -------------------------------------------------------------------- main */
+
+static int connect_client(struct cli *cli)
+{
+    evbus_client_options opts;
+    evbus_client_options_init(&opts);
+    opts.servers = cli->servers;
+    opts.client_name = PROG;
+    if (cli->timeout_ms)
+        opts.timeout_ms = cli->timeout_ms;
+    int rc = evbus_client_create(&opts, &cli->client);
+    if (rc == EVBUS_EINVAL)
+        return fail(rc, "bad server list \"%s\": want host:port[,host:port...]", cli->servers);
+    if (rc != 0)
+        return fail(rc, "cannot connect to %s: %s", cli->servers, evbus_strerror(rc));
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct cli cli = {0};
+    struct args a = {0};
+    int status = 0;
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        int g = global_opt(&cli, argc, argv, &i);
+        if (g == -1) {
+            print_usage(stdout);
+            return 0;
+        }
+        if (g == EXIT_USAGE)
+            return EXIT_USAGE;
+        if (g == 0)
+            return usage_error("unknown option '%s'", argv[i]);
+    }
+    if (i >= argc) {
+        print_usage(stderr);
+        return EXIT_USAGE;
+    }
+    const struct command *cmd = find_command(argc, argv, &i);
+    if (cmd == NULL)
+        return unknown_command(argc, argv, i);
+    cli.cmd = cmd;
+
+    a.pos = calloc((size_t)argc, sizeof(*a.pos));
+    a.opts = calloc((size_t)argc, sizeof(*a.opts));
+    if (a.pos == NULL || a.opts == NULL) {
+        status = fail(EVBUS_ENOMEM, "out of memory");
+        goto out;
+    }
+    status = parse_args(&cli, cmd, argc, argv, i, &a);
+    if (status == -1) {
+        status = 0; /* --help after the command */
+        goto out;
+    }
+    if (status != 0)
+        goto out;
+    if (cli.servers == NULL) {
+        const char *env = getenv("EVBUS_SERVERS");
+        cli.servers = env && env[0] ? env : DEFAULT_SERVERS;
+    }
+    if (cmd->connect) {
+        status = connect_client(&cli);
+        if (status != 0)
+            goto out;
+    }
+    status = cmd->run(&cli, &a);
+    evbus_client_destroy(cli.client);
+
+out:
+    free(a.pos);
+    free(a.opts);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, PROG ": writing output: %s\n", strerror(errno));
+        if (status == 0)
+            status = EXIT_FAIL;
+    }
+    return status;
+}

@@ -1,0 +1,1705 @@
+/*
+ * client: the SDK of include/evbus/evbus.h.
+ *
+ * One client is one private uv_loop_t, one uv_timer_t and at most one
+ * connection (struct conn, owning a uv_tcp_t). The loop runs only inside the
+ * client's own calls, one uv_run(UV_RUN_ONCE) at a time with the timer bounding
+ * each wait, on the caller's thread. No threads: host names that are not
+ * numeric addresses are resolved with a synchronous getaddrinfo, because
+ * libuv's asynchronous one would start its thread pool.
+ *
+ * Requests. Every request, blocking or asynchronous, is a struct req on at most
+ * one of three queues (req->q says which):
+ *
+ *   submit --> unsent --(pump: connection READY, not_before reached)--> inflight
+ *                ^                                                         |
+ *                |   ENOTLEADER (follow leader_addr), ENOLEADER, EUNAVAIL,  |
+ *                +-- EBUSY (backoff), disconnect of a retry-safe request --+
+ *                                                                          |
+ *   (blocking: the waiting call sees req->done)  <--  complete  <----------+
+ *   (async: done queue, callback from dispatch)       answer, error, deadline
+ *
+ * A blocking call submits one request kept on its own stack and alternates
+ * pump() and one loop turn until the request is done; pump() expires it at its
+ * deadline, so it is off every queue when the call returns. An asynchronous
+ * request is heap-allocated; once complete it waits on `done` and its callback
+ * runs from dispatch(), never from inside a libuv callback, so a callback may
+ * call the client again, even a blocking call, without nesting uv_run.
+ *
+ * The body of a request is encoded once, at submit, as a Frame without its id.
+ * Each attempt prepends the id field (field 1, varint) with a fresh correlation
+ * id: resending never re-encodes, and a late answer to an abandoned attempt
+ * matches nothing and is dropped. Hello always uses id 1; requests start at 2.
+ *
+ * Connection states: CONNECTING (TCP) -> HELLO (Hello sent) -> READY, and
+ * CLOSED from any of them. Closing is immediate for the client (c->conn = NULL)
+ * while the struct lives until libuv's close callback frees it. The next
+ * connect goes to the leader named by the last ENOTLEADER if any, else to the
+ * next server of the list; after a whole round of failed attempts the next one
+ * waits (50 ms doubling to 1 s, with jitter). A deliberate switch of server
+ * (follow the leader, rotate after ENOLEADER/EUNAVAIL) waits until nothing is
+ * in flight, so an answer already on its way is never thrown away.
+ *
+ * What is retried: ENOTLEADER, ENOLEADER, EUNAVAIL and EBUSY mean the server did
+ * nothing, so any request is resent until its deadline, which then reports the
+ * last of these errors. ENOTLEADER's leader_addr is followed up to MAX_REDIRECTS
+ * times, the first at once and later ones after a growing wait (a hint may name
+ * a leader that just died). A lost connection leaves the outcome of an
+ * unanswered request unknown: reads, describe, list and status are resent;
+ * publish, create and delete complete with EVBUS_ECONN (asynchronous ones always
+ * do). A protocol error fails what was in flight with EVBUS_EPROTO: resending
+ * would meet the same server bug.
+ *
+ * Invariants:
+ *  1. A request is on at most one queue; a blocking request is on none when its
+ *     call returns.
+ *  2. Every request on `inflight` was written on c->conn, and c->conn is READY.
+ *  3. An async callback runs exactly once: from dispatch(), or from destroy
+ *     with EVBUS_ECANCELED.
+ *  4. Bytes from the network never reach an assert: a bad frame closes the
+ *     connection with EVBUS_EPROTO.
+ *
+ * SIGPIPE: libuv writes sockets with writev(), so a write to a connection the
+ * peer has reset raises SIGPIPE, whose default action kills the process. Public
+ * calls that can write block SIGPIPE on the calling thread for their duration
+ * and discard one they raised (the libcurl technique): the SDK never changes
+ * the process-wide disposition.
+ */
+#include "evbus/evbus.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <uv.h>
+
+#include "wire/wire.h"
+
+#define DEFAULT_CLIENT_NAME "libevbus"
+#define DEFAULT_TIMEOUT_MS 10000u
+#define CONNECT_ATTEMPT_MS 3000u /* TCP connect plus Hello, per server */
+#define BACKOFF_MIN_MS 50u
+#define BACKOFF_MAX_MS 1000u
+#define MAX_REDIRECTS 8u /* then ENOTLEADER is retried like ENOLEADER */
+#define READ_CHUNK 65536u
+#define HELLO_ID 1u
+#define ID_FIELD_MAX_BYTES 11u /* tag byte + 10-byte varint */
+#define ERRMSG_BYTES 512u
+
+struct endpoint {
+    char *addr; /* "host:port" as given, for messages and evbus_client_server() */
+    char *host; /* without IPv6 brackets */
+    int port;
+};
+
+enum conn_state { CONN_CONNECTING, CONN_HELLO, CONN_READY, CONN_CLOSED };
+
+struct conn {
+    uv_tcp_t tcp;
+    uv_connect_t connect_req;
+    evbus_client *c;
+    enum conn_state state;
+    bool from_redirect;   /* dialled because of ENOTLEADER: a failure does not advance the list */
+    uint64_t deadline_ms; /* CONNECTING/HELLO must be over by then */
+    wire_reader rd;
+    char *addr;
+    char rbuf[READ_CHUNK]; /* one read at a time: libuv calls alloc then read back to back */
+};
+
+struct write_buf {
+    uv_write_t w;
+    size_t len;
+    uint8_t data[];
+};
+
+struct req_queue {
+    struct req *head;
+    struct req *tail;
+    size_t n;
+};
+
+struct req {
+    struct req *prev;
+    struct req *next;
+    struct req_queue *q;
+    const char *what;    /* request name for messages */
+    pb_size_t reply_tag; /* Frame body of the success answer */
+    bool retry_safe;     /* may be resent after a lost connection */
+    bool async;
+    bool done;
+    uint8_t *body; /* Frame without id (owned) */
+    size_t body_len;
+    uint64_t id; /* correlation id of the current attempt; 0 when unsent */
+    uint64_t deadline_ms;
+    uint64_t not_before_ms;
+    unsigned redirects;
+    unsigned retries;
+    int last_err; /* last retriable server error, reported when the deadline hits */
+    int status;
+    char errmsg[ERRMSG_BYTES];
+    bool has_reply;
+    evbus_Frame reply; /* blocking request answered with success (owned when has_reply) */
+    /* async publish */
+    evbus_put_cb cb;
+    void *arg;
+    size_t n_entries;
+    evbus_put_result *results; /* when status 0 (owned) */
+};
+
+struct evbus_client {
+    uv_loop_t loop;
+    uv_timer_t timer;
+    struct endpoint *eps;
+    size_t n_eps;
+    size_t next_ep;
+    char *client_name;
+    char *auth_token;
+    uint32_t timeout_ms;
+    uint32_t max_frame_bytes;
+
+    struct conn *conn;
+    uint32_t node_id;
+    struct endpoint redirect; /* addr NULL when none */
+    bool switch_pending;      /* close the READY connection once nothing is in flight */
+    bool want_conn;           /* connect even with nothing to send (create) */
+    size_t failed_in_round;
+    unsigned rounds_failed;
+    uint64_t connect_not_before_ms;
+    int conn_err; /* last connection failure, for messages when a deadline hits */
+    char conn_errmsg[ERRMSG_BYTES];
+
+    uint64_t next_id;
+    uint64_t rng;
+    struct req_queue unsent;
+    struct req_queue inflight;
+    struct req_queue done;
+    size_t n_async;        /* async requests whose callback has not run */
+    unsigned async_losses; /* connection losses that failed async requests */
+    unsigned cb_depth;
+    bool closing;
+    char errmsg[ERRMSG_BYTES];
+};
+
+/* ------------------------------------------------------------------ helpers */
+
+static int set_err(evbus_client *c, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int set_err(evbus_client *c, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->errmsg, sizeof(c->errmsg), fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+static void req_set_err(struct req *req, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void req_set_err(struct req *req, int code, const char *fmt, ...)
+{
+    va_list ap;
+    req->status = code;
+    va_start(ap, fmt);
+    vsnprintf(req->errmsg, sizeof(req->errmsg), fmt, ap);
+    va_end(ap);
+}
+
+static const char *nz(const char *s)
+{
+    return s ? s : "";
+}
+
+static uint64_t now_ms(evbus_client *c)
+{
+    uv_update_time(&c->loop);
+    return uv_now(&c->loop);
+}
+
+static uint64_t rng_next(evbus_client *c)
+{
+    /* xorshift64: jitter only, so no global state and no locking. */
+    uint64_t x = c->rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    c->rng = x;
+    return x;
+}
+
+static uint64_t backoff_ms(evbus_client *c, unsigned attempt)
+{
+    uint64_t ms = BACKOFF_MAX_MS;
+    if (attempt < 8)
+        ms = (uint64_t)BACKOFF_MIN_MS << attempt;
+    if (ms > BACKOFF_MAX_MS)
+        ms = BACKOFF_MAX_MS;
+    /* Up to +25% so clients that failed together do not retry together. */
+    return ms + rng_next(c) % (ms / 4 + 1);
+}
+
+struct sigpipe_guard {
+    sigset_t old_mask;
+    bool was_pending;
+};
+
+static void sigpipe_block(struct sigpipe_guard *g)
+{
+    sigset_t set;
+    sigset_t pending;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, &g->old_mask);
+    sigpending(&pending);
+    g->was_pending = sigismember(&pending, SIGPIPE);
+}
+
+static void sigpipe_unblock(struct sigpipe_guard *g)
+{
+    sigset_t pending;
+    sigpending(&pending);
+    if (!g->was_pending && sigismember(&pending, SIGPIPE)) {
+        /* Ours: consume it so unblocking does not deliver it. */
+        sigset_t set;
+        struct timespec zero = {0, 0};
+        sigemptyset(&set);
+        sigaddset(&set, SIGPIPE);
+        while (sigtimedwait(&set, NULL, &zero) == -1 && errno == EINTR)
+            ;
+    }
+    pthread_sigmask(SIG_SETMASK, &g->old_mask, NULL);
+}
+
+/* ------------------------------------------------------------ server lists */
+
+static void endpoint_free(struct endpoint *ep)
+{
+    free(ep->addr);
+    free(ep->host);
+    memset(ep, 0, sizeof(*ep));
+}
+
+/* Parses one "host:port" (IPv6 as "[addr]:port") of `len` bytes, spaces trimmed. */
+static int endpoint_parse(const char *s, size_t len, struct endpoint *ep, char *err, size_t err_len)
+{
+    while (len > 0 && (*s == ' ' || *s == '\t')) {
+        s++;
+        len--;
+    }
+    while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+        len--;
+    memset(ep, 0, sizeof(*ep));
+    const char *colon = NULL;
+    for (size_t i = 0; i < len; i++)
+        if (s[i] == ':')
+            colon = s + i;
+    if (len == 0 || colon == NULL || colon == s || colon == s + len - 1) {
+        snprintf(err, err_len, "bad server address \"%.*s\": want host:port", (int)len, s);
+        return EVBUS_EINVAL;
+    }
+    long port = 0;
+    for (const char *p = colon + 1; p < s + len; p++) {
+        if (*p < '0' || *p > '9' || port > 65535) {
+            port = -1;
+            break;
+        }
+        port = port * 10 + (*p - '0');
+    }
+    if (port < 1 || port > 65535) {
+        snprintf(err, err_len, "bad port in server address \"%.*s\"", (int)len, s);
+        return EVBUS_EINVAL;
+    }
+    const char *host = s;
+    size_t host_len = (size_t)(colon - s);
+    if (host_len >= 2 && host[0] == '[' && host[host_len - 1] == ']') {
+        host++;
+        host_len -= 2;
+    }
+    if (host_len == 0) {
+        snprintf(err, err_len, "empty host in server address \"%.*s\"", (int)len, s);
+        return EVBUS_EINVAL;
+    }
+    ep->addr = strndup(s, len);
+    ep->host = strndup(host, host_len);
+    ep->port = (int)port;
+    if (ep->addr == NULL || ep->host == NULL) {
+        endpoint_free(ep);
+        snprintf(err, err_len, "out of memory");
+        return EVBUS_ENOMEM;
+    }
+    return 0;
+}
+
+static int parse_servers(evbus_client *c, const char *servers)
+{
+    size_t count = 1;
+    for (const char *p = servers; *p; p++)
+        if (*p == ',')
+            count++;
+    c->eps = calloc(count, sizeof(*c->eps));
+    if (c->eps == NULL)
+        return set_err(c, EVBUS_ENOMEM, "out of memory");
+    const char *s = servers;
+    for (;;) {
+        const char *end = strchr(s, ',');
+        size_t len = end ? (size_t)(end - s) : strlen(s);
+        int rc = endpoint_parse(s, len, &c->eps[c->n_eps], c->errmsg, sizeof(c->errmsg));
+        if (rc != 0)
+            return rc;
+        c->n_eps++;
+        if (end == NULL)
+            break;
+        s = end + 1;
+    }
+    return 0;
+}
+
+/* Numeric addresses directly; names through a synchronous getaddrinfo (see the top). */
+static int resolve(evbus_client *c, const struct endpoint *ep, struct sockaddr_storage *ss,
+                   char *err, size_t err_len)
+{
+    memset(ss, 0, sizeof(*ss));
+    if (uv_ip4_addr(ep->host, ep->port, (struct sockaddr_in *)ss) == 0)
+        return 0;
+    if (uv_ip6_addr(ep->host, ep->port, (struct sockaddr_in6 *)ss) == 0)
+        return 0;
+    char port[8];
+    snprintf(port, sizeof(port), "%d", ep->port);
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    uv_getaddrinfo_t gai;
+    int rc = uv_getaddrinfo(&c->loop, &gai, NULL, ep->host, port, &hints);
+    if (rc != 0) {
+        snprintf(err, err_len, "cannot resolve %s: %s", ep->host, uv_strerror(rc));
+        return EVBUS_ECONN;
+    }
+    /* Prefer IPv4: servers usually listen on 0.0.0.0 and "localhost" often lists ::1 first. */
+    const struct addrinfo *pick = gai.addrinfo;
+    for (const struct addrinfo *ai = gai.addrinfo; ai; ai = ai->ai_next) {
+        if (ai->ai_family == AF_INET) {
+            pick = ai;
+            break;
+        }
+    }
+    if (pick == NULL || pick->ai_addrlen > sizeof(*ss)) {
+        uv_freeaddrinfo(gai.addrinfo);
+        snprintf(err, err_len, "cannot resolve %s: no address", ep->host);
+        return EVBUS_ECONN;
+    }
+    memcpy(ss, pick->ai_addr, pick->ai_addrlen);
+    uv_freeaddrinfo(gai.addrinfo);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ queues */
+
+static void q_push(struct req_queue *q, struct req *r)
+{
+    assert(r->q == NULL);
+    r->prev = q->tail;
+    r->next = NULL;
+    if (q->tail)
+        q->tail->next = r;
+    else
+        q->head = r;
+    q->tail = r;
+    q->n++;
+    r->q = q;
+}
+
+static void q_remove(struct req *r)
+{
+    struct req_queue *q = r->q;
+    if (q == NULL)
+        return;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        q->head = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    else
+        q->tail = r->prev;
+    q->n--;
+    r->q = NULL;
+    r->prev = r->next = NULL;
+}
+
+/* ---------------------------------------------------------------- requests */
+
+static void req_free(struct req *req)
+{
+    assert(req->q == NULL);
+    free(req->body);
+    free(req->results);
+    if (req->has_reply)
+        wire_release(evbus_Frame_fields, &req->reply);
+    if (req->async)
+        free(req);
+}
+
+/* Takes the request off its queue with its final status (errmsg already set when status != 0). */
+static void req_complete(evbus_client *c, struct req *req, int status)
+{
+    q_remove(req);
+    req->done = true;
+    req->status = status;
+    if (req->async)
+        q_push(&c->done, req);
+}
+
+static void req_requeue(evbus_client *c, struct req *req, uint64_t not_before_ms)
+{
+    q_remove(req);
+    req->id = 0;
+    req->not_before_ms = not_before_ms;
+    q_push(&c->unsent, req);
+}
+
+/* Encodes `f` (id 0) as a request body and checks it fits a frame once the id is added. */
+static int encode_body(evbus_client *c, const evbus_Frame *f, uint8_t **body, size_t *len)
+{
+    int rc = wire_encode_body(evbus_Frame_fields, f, body, len);
+    if (rc == EVBUS_ENOMEM)
+        return set_err(c, rc, "out of memory");
+    if (rc != 0)
+        return set_err(c, rc, "cannot encode %s", wire_body_name(f->which_body));
+    if (*len + ID_FIELD_MAX_BYTES > c->max_frame_bytes) {
+        size_t n = *len;
+        free(*body);
+        *body = NULL;
+        return set_err(c, EVBUS_ETOOBIG, "%s request of %zu bytes exceeds the %u-byte frame limit",
+                       wire_body_name(f->which_body), n, c->max_frame_bytes);
+    }
+    return 0;
+}
+
+static void req_init(evbus_client *c, struct req *req, pb_size_t request_tag, pb_size_t reply_tag,
+                     bool retry_safe)
+{
+    req->what = wire_body_name(request_tag);
+    req->reply_tag = reply_tag;
+    req->retry_safe = retry_safe;
+    req->deadline_ms = now_ms(c) + c->timeout_ms;
+}
+
+/* ------------------------------------------------------------- connection */
+
+static void conn_close_cb(uv_handle_t *h)
+{
+    struct conn *conn = h->data;
+    wire_reader_free(&conn->rd);
+    free(conn->addr);
+    free(conn);
+}
+
+/* Closes without touching requests (callers deal with them first). */
+static void conn_close(struct conn *conn)
+{
+    evbus_client *c = conn->c;
+    assert(conn->state != CONN_CLOSED);
+    conn->state = CONN_CLOSED;
+    if (c->conn == conn) {
+        c->conn = NULL;
+        c->node_id = 0;
+        c->switch_pending = false;
+    }
+    uv_close((uv_handle_t *)&conn->tcp, conn_close_cb);
+}
+
+/* A connect attempt that did not reach READY failed: move on in the list, back off per round. */
+static void attempt_failed(evbus_client *c, bool from_redirect)
+{
+    if (!from_redirect)
+        c->next_ep = (c->next_ep + 1) % c->n_eps;
+    if (++c->failed_in_round >= c->n_eps) {
+        c->failed_in_round = 0;
+        c->connect_not_before_ms = now_ms(c) + backoff_ms(c, c->rounds_failed);
+        if (c->rounds_failed < 16)
+            c->rounds_failed++;
+    }
+}
+
+static void conn_fail(struct conn *conn, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The connection broke (or was refused): record why, close it, settle what was in flight. */
+static void conn_fail(struct conn *conn, int code, const char *fmt, ...)
+{
+    evbus_client *c = conn->c;
+    bool was_ready = conn->state == CONN_READY;
+    char why[ERRMSG_BYTES / 2];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    c->conn_err = code;
+    snprintf(c->conn_errmsg, sizeof(c->conn_errmsg), "%s: %s", conn->addr, why);
+    bool fatal = code == EVBUS_EVERSION || code == EVBUS_EAUTH;
+    conn_close(conn);
+
+    if (was_ready) {
+        /* The server went away: try the next one first, without waiting. */
+        if (!conn->from_redirect)
+            c->next_ep = (c->next_ep + 1) % c->n_eps;
+    } else {
+        attempt_failed(c, conn->from_redirect);
+    }
+
+    /* A broken transport is worth a resend; a protocol error is a server bug a resend would
+     * hit again, so it is reported with its own code. */
+    bool transport = code == EVBUS_ECONN || code == EVBUS_ETIMEDOUT;
+    int req_code = transport ? EVBUS_ECONN : code;
+    bool async_failed = false;
+    uint64_t now = now_ms(c);
+    struct req *req = c->inflight.head;
+    while (req) {
+        struct req *next = req->next;
+        if (req->retry_safe && !req->async && transport) {
+            req_requeue(c, req, now);
+        } else {
+            req_set_err(req, req_code, "connection to %s lost before the %s answer (%s)%s",
+                        conn->addr, req->what, why, req->retry_safe ? "" : "; outcome unknown");
+            req_complete(c, req, req_code);
+            async_failed |= req->async;
+        }
+        req = next;
+    }
+    if (async_failed)
+        c->async_losses++;
+    if (fatal) {
+        /* Hello refused for good: nothing queued can succeed. */
+        while ((req = c->unsent.head) != NULL) {
+            req_set_err(req, code, "%s", c->conn_errmsg);
+            req_complete(c, req, code);
+        }
+    }
+}
+
+static void write_cb(uv_write_t *w, int status)
+{
+    struct write_buf *wb = (struct write_buf *)w;
+    struct conn *conn = w->handle->data;
+    free(wb);
+    /* UV_ECANCELED: we closed the handle ourselves; the conn is already settled. */
+    if (status < 0 && status != UV_ECANCELED && conn->state != CONN_CLOSED)
+        conn_fail(conn, EVBUS_ECONN, "write: %s", uv_strerror(status));
+}
+
+/* Writes one frame: header, the id field when id != 0, then `body`. */
+static int conn_write(struct conn *conn, uint64_t id, const uint8_t *body, size_t body_len)
+{
+    uint8_t idf[ID_FIELD_MAX_BYTES];
+    size_t id_len = 0;
+    if (id != 0) {
+        idf[id_len++] = 0x08; /* field 1, varint */
+        do {
+            uint8_t b = id & 0x7f;
+            id >>= 7;
+            idf[id_len++] = (uint8_t)(id ? b | 0x80 : b);
+        } while (id);
+    }
+    size_t frame_len = id_len + body_len;
+    struct write_buf *wb = malloc(sizeof(*wb) + WIRE_HEADER_BYTES + frame_len);
+    if (wb == NULL) {
+        conn_fail(conn, EVBUS_ENOMEM, "out of memory");
+        return EVBUS_ENOMEM;
+    }
+    wire_put_header(wb->data, (uint32_t)frame_len);
+    memcpy(wb->data + WIRE_HEADER_BYTES, idf, id_len);
+    memcpy(wb->data + WIRE_HEADER_BYTES + id_len, body, body_len);
+    wb->len = WIRE_HEADER_BYTES + frame_len;
+    uv_buf_t buf = uv_buf_init((char *)wb->data, (unsigned)wb->len);
+    int rc = uv_write(&wb->w, (uv_stream_t *)&conn->tcp, &buf, 1, write_cb);
+    if (rc != 0) {
+        free(wb);
+        conn_fail(conn, EVBUS_ECONN, "write: %s", uv_strerror(rc));
+        return EVBUS_ECONN;
+    }
+    return 0;
+}
+
+static int conn_send(struct conn *conn, struct req *req)
+{
+    evbus_client *c = conn->c;
+    uint64_t id = c->next_id++;
+    int rc = conn_write(conn, id, req->body, req->body_len);
+    if (rc != 0)
+        return rc;
+    q_remove(req);
+    req->id = id;
+    q_push(&c->inflight, req);
+    return 0;
+}
+
+static void on_hello_frame(struct conn *conn, evbus_Frame *f)
+{
+    evbus_client *c = conn->c;
+    if (f->id != HELLO_ID) {
+        conn_fail(conn, EVBUS_EPROTO, "answer with id %llu before the Hello reply",
+                  (unsigned long long)f->id);
+        return;
+    }
+    if (f->which_body == evbus_Frame_error_tag) {
+        int code = f->body.error.code < 0 ? f->body.error.code : EVBUS_EPROTO;
+        conn_fail(conn, code, "Hello refused: %s (%s)", nz(f->body.error.message),
+                  evbus_errname(code));
+        return;
+    }
+    if (f->which_body != evbus_Frame_hello_reply_tag) {
+        conn_fail(conn, EVBUS_EPROTO, "%s in answer to Hello", wire_body_name(f->which_body));
+        return;
+    }
+    uint32_t version = f->body.hello_reply.protocol_version;
+    if (version != 0 && version != EVBUS_PROTOCOL_VERSION) {
+        conn_fail(conn, EVBUS_EVERSION, "server speaks protocol %u, this client %u", version,
+                  EVBUS_PROTOCOL_VERSION);
+        return;
+    }
+    conn->state = CONN_READY;
+    c->node_id = f->body.hello_reply.node_id;
+    c->failed_in_round = 0;
+    c->rounds_failed = 0;
+    c->connect_not_before_ms = 0;
+    c->conn_err = 0;
+    c->conn_errmsg[0] = '\0';
+}
+
+static struct req *inflight_find(evbus_client *c, uint64_t id)
+{
+    /* Answers mostly come in order, so the oldest request is the usual match. */
+    for (struct req *r = c->inflight.head; r; r = r->next)
+        if (r->id == id)
+            return r;
+    return NULL;
+}
+
+static void on_error_reply(struct conn *conn, struct req *req, const evbus_ErrorReply *e)
+{
+    evbus_client *c = conn->c;
+    int code = e->code;
+    uint64_t now = now_ms(c);
+    if (code >= 0) {
+        req_set_err(req, EVBUS_EPROTO, "%s answered with error code %d", req->what, code);
+        req_complete(c, req, EVBUS_EPROTO);
+        return;
+    }
+    req_set_err(req, code, "%s", e->message && e->message[0] ? e->message : evbus_strerror(code));
+    if (code == EVBUS_ENOTLEADER && e->leader_addr && e->leader_addr[0] &&
+        strcmp(e->leader_addr, conn->addr) != 0 && req->redirects < MAX_REDIRECTS) {
+        struct endpoint ep;
+        char err[128];
+        if (endpoint_parse(e->leader_addr, strlen(e->leader_addr), &ep, err, sizeof(err)) == 0) {
+            endpoint_free(&c->redirect);
+            c->redirect = ep;
+            c->switch_pending = true;
+            /* The first hint is followed at once; during a failover a hint can name the leader
+             * that just died, so the next ones wait for the election a little longer each. */
+            uint64_t delay_ms = req->redirects ? backoff_ms(c, req->redirects - 1) : 0;
+            req->redirects++;
+            req->last_err = code;
+            req_requeue(c, req, now + delay_ms);
+            return;
+        }
+    }
+    if (code == EVBUS_ENOTLEADER || code == EVBUS_ENOLEADER || code == EVBUS_EUNAVAIL ||
+        code == EVBUS_EBUSY) {
+        /* The server did nothing: retry later; a busy server is asked again, the others may
+         * know less than their peers (partitioned away, still electing), so try the next. */
+        if (code != EVBUS_EBUSY && c->n_eps > 1)
+            c->switch_pending = true;
+        req->last_err = code;
+        req_requeue(c, req, now + backoff_ms(c, req->retries++));
+        return;
+    }
+    req_complete(c, req, code);
+}
+
+static void on_ready_frame(struct conn *conn, evbus_Frame *f)
+{
+    evbus_client *c = conn->c;
+    if (f->id == 0)
+        return; /* a server push: none is defined yet */
+    struct req *req = inflight_find(c, f->id);
+    if (req == NULL)
+        return; /* answer to an attempt we gave up on */
+    if (f->which_body == evbus_Frame_error_tag) {
+        on_error_reply(conn, req, &f->body.error);
+        return;
+    }
+    if (f->which_body != req->reply_tag) {
+        req_set_err(req, EVBUS_EPROTO, "%s answered with %s", req->what,
+                    wire_body_name(f->which_body));
+        req_complete(c, req, EVBUS_EPROTO);
+        return;
+    }
+    if (req->async) {
+        /* Convert now: the frame is released on return and the callback runs later. */
+        const evbus_PutEventsReply *rep = &f->body.put_events_reply;
+        if (rep->entries_count != req->n_entries) {
+            req_set_err(req, EVBUS_EPROTO, "PutEvents answer has %u results for %zu entries",
+                        (unsigned)rep->entries_count, req->n_entries);
+            req_complete(c, req, EVBUS_EPROTO);
+            return;
+        }
+        req->results = calloc(req->n_entries, sizeof(*req->results));
+        if (req->results == NULL) {
+            req_set_err(req, EVBUS_ENOMEM, "out of memory");
+            req_complete(c, req, EVBUS_ENOMEM);
+            return;
+        }
+        for (size_t i = 0; i < req->n_entries; i++) {
+            const evbus_PutEventsResult *e = &rep->entries[i];
+            evbus_put_result *r = &req->results[i];
+            r->code = e->error_code;
+            snprintf(r->message, sizeof(r->message), "%s",
+                     e->error_message ? e->error_message
+                                      : (e->error_code ? evbus_strerror(e->error_code) : ""));
+            r->partition = e->partition;
+            r->offset = e->offset;
+            snprintf(r->event_id, sizeof(r->event_id), "%s", nz(e->event_id));
+        }
+        req_complete(c, req, 0);
+        return;
+    }
+    req->reply = *f;
+    req->has_reply = true;
+    memset(f, 0, sizeof(*f)); /* ownership moved to the request */
+    req_complete(c, req, 0);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct conn *conn = h->data;
+    (void)suggested;
+    *buf = uv_buf_init(conn->rbuf, sizeof(conn->rbuf));
+}
+
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct conn *conn = s->data;
+    (void)buf;
+    if (conn->state == CONN_CLOSED)
+        return;
+    if (nread == UV_EOF) {
+        conn_fail(conn, EVBUS_ECONN, "connection closed by the server");
+        return;
+    }
+    if (nread < 0) {
+        conn_fail(conn, EVBUS_ECONN, "read: %s", uv_strerror((int)nread));
+        return;
+    }
+    if (wire_reader_feed(&conn->rd, conn->rbuf, (size_t)nread) != 0) {
+        conn_fail(conn, EVBUS_ENOMEM, "out of memory");
+        return;
+    }
+    for (;;) {
+        const uint8_t *body;
+        size_t len;
+        int rc = wire_reader_next(&conn->rd, &body, &len);
+        if (rc == 0)
+            return;
+        if (rc < 0) {
+            conn_fail(conn, EVBUS_EPROTO, "frame over the %u-byte limit", conn->rd.max_frame);
+            return;
+        }
+        evbus_Frame f = evbus_Frame_init_zero;
+        char err[128];
+        if (wire_decode(evbus_Frame_fields, body, len, &f, err, sizeof(err)) != 0) {
+            conn_fail(conn, EVBUS_EPROTO, "%s", err);
+            return;
+        }
+        if (conn->state == CONN_HELLO)
+            on_hello_frame(conn, &f);
+        else
+            on_ready_frame(conn, &f);
+        wire_release(evbus_Frame_fields, &f);
+        if (conn->state == CONN_CLOSED)
+            return;
+    }
+}
+
+static void connect_cb(uv_connect_t *creq, int status)
+{
+    struct conn *conn = creq->data;
+    evbus_client *c = conn->c;
+    if (status == UV_ECANCELED || conn->state == CONN_CLOSED)
+        return;
+    if (status < 0) {
+        conn_fail(conn, EVBUS_ECONN, "connect: %s", uv_strerror(status));
+        return;
+    }
+    uv_tcp_nodelay(&conn->tcp, 1);
+    int rc = uv_read_start((uv_stream_t *)&conn->tcp, alloc_cb, read_cb);
+    if (rc != 0) {
+        conn_fail(conn, EVBUS_ECONN, "read: %s", uv_strerror(rc));
+        return;
+    }
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.which_body = evbus_Frame_hello_tag;
+    f.body.hello.protocol_version = EVBUS_PROTOCOL_VERSION;
+    f.body.hello.client_name = c->client_name;
+    f.body.hello.auth_token = c->auth_token;
+    uint8_t *body = NULL;
+    size_t len = 0;
+    rc = wire_encode_body(evbus_Frame_fields, &f, &body, &len);
+    if (rc != 0) {
+        conn_fail(conn, rc, "cannot encode Hello");
+        return;
+    }
+    conn->state = CONN_HELLO;
+    conn_write(conn, HELLO_ID, body, len);
+    free(body);
+}
+
+/* Starts a connect attempt to the redirect target if any, else the next server of the list. */
+static void conn_start(evbus_client *c)
+{
+    struct endpoint *ep = &c->eps[c->next_ep];
+    bool from_redirect = false;
+    struct endpoint redirect = c->redirect;
+    if (redirect.addr != NULL) {
+        memset(&c->redirect, 0, sizeof(c->redirect));
+        ep = &redirect;
+        from_redirect = true;
+    }
+    char err[ERRMSG_BYTES / 2];
+    struct sockaddr_storage ss;
+    struct conn *conn = NULL;
+    int rc = resolve(c, ep, &ss, err, sizeof(err));
+    if (rc != 0)
+        goto fail;
+    conn = calloc(1, sizeof(*conn));
+    if (conn == NULL || (conn->addr = strdup(ep->addr)) == NULL) {
+        rc = EVBUS_ENOMEM;
+        snprintf(err, sizeof(err), "out of memory");
+        goto fail;
+    }
+    conn->c = c;
+    conn->from_redirect = from_redirect;
+    conn->deadline_ms = now_ms(c) + CONNECT_ATTEMPT_MS;
+    wire_reader_init(&conn->rd, c->max_frame_bytes);
+    rc = uv_tcp_init(&c->loop, &conn->tcp);
+    if (rc != 0) {
+        snprintf(err, sizeof(err), "socket: %s", uv_strerror(rc));
+        rc = EVBUS_ECONN;
+        goto fail;
+    }
+    conn->tcp.data = conn;
+    conn->connect_req.data = conn;
+    conn->state = CONN_CONNECTING;
+    c->conn = conn;
+    rc = uv_tcp_connect(&conn->connect_req, &conn->tcp, (const struct sockaddr *)&ss, connect_cb);
+    if (rc != 0) {
+        conn_fail(conn, EVBUS_ECONN, "connect: %s", uv_strerror(rc));
+        goto out;
+    }
+    goto out;
+
+fail:
+    c->conn_err = rc;
+    snprintf(c->conn_errmsg, sizeof(c->conn_errmsg), "%s: %s", ep->addr, err);
+    if (conn) {
+        free(conn->addr);
+        wire_reader_free(&conn->rd);
+        free(conn);
+    }
+    attempt_failed(c, from_redirect);
+out:
+    endpoint_free(&redirect);
+}
+
+/* --------------------------------------------------------------- the loop */
+
+/* Status of a request whose deadline passed. */
+static void req_expire(evbus_client *c, struct req *req)
+{
+    if (req->q == &c->inflight) {
+        req_set_err(req, EVBUS_ETIMEDOUT, "no answer to %s within %u ms%s", req->what,
+                    c->timeout_ms, req->retry_safe ? "" : "; outcome unknown");
+        req_complete(c, req, EVBUS_ETIMEDOUT);
+    } else if (req->last_err != 0) {
+        /* errmsg still holds the server's words for last_err. */
+        req_complete(c, req, req->last_err);
+    } else if (c->conn_err != 0 && (c->conn == NULL || c->conn->state == CONN_CONNECTING)) {
+        req_set_err(req, EVBUS_ECONN, "no connection within %u ms (last error: %s)", c->timeout_ms,
+                    c->conn_errmsg);
+        req_complete(c, req, EVBUS_ECONN);
+    } else {
+        req_set_err(req, EVBUS_ETIMEDOUT, "%s not sent within %u ms: no connection ready",
+                    req->what, c->timeout_ms);
+        req_complete(c, req, EVBUS_ETIMEDOUT);
+    }
+}
+
+/*
+ * Moves everything forward that can move without waiting: expires requests,
+ * gives up a slow connect, switches server, connects, sends. Called between
+ * loop turns, never from a libuv callback.
+ */
+static void pump(evbus_client *c)
+{
+    uint64_t now = now_ms(c);
+    struct req *req;
+    struct req *next;
+
+    for (req = c->unsent.head; req; req = next) {
+        next = req->next;
+        if (now >= req->deadline_ms)
+            req_expire(c, req);
+    }
+    for (req = c->inflight.head; req; req = next) {
+        next = req->next;
+        if (now >= req->deadline_ms)
+            req_expire(c, req);
+    }
+    if (c->conn && c->conn->state != CONN_READY && now >= c->conn->deadline_ms)
+        conn_fail(c->conn, EVBUS_ETIMEDOUT, "no %s within %u ms",
+                  c->conn->state == CONN_CONNECTING ? "connection" : "Hello answer",
+                  CONNECT_ATTEMPT_MS);
+    if (c->conn && c->conn->state == CONN_READY && c->switch_pending && c->inflight.n == 0) {
+        bool rotate = c->redirect.addr == NULL && !c->conn->from_redirect;
+        conn_close(c->conn);
+        if (rotate)
+            c->next_ep = (c->next_ep + 1) % c->n_eps;
+    }
+    if (c->conn == NULL && (c->unsent.n > 0 || c->want_conn) && now >= c->connect_not_before_ms)
+        conn_start(c);
+    if (c->conn && c->conn->state == CONN_READY && !c->switch_pending) {
+        struct conn *conn = c->conn;
+        for (req = c->unsent.head; req && conn->state == CONN_READY; req = next) {
+            next = req->next;
+            if (req->not_before_ms <= now && conn_send(conn, req) != 0)
+                break;
+        }
+    }
+}
+
+/* When pump() next has something to do, capped by `limit_ms`. */
+static uint64_t next_wake(evbus_client *c, uint64_t limit_ms)
+{
+    uint64_t wake = limit_ms;
+    bool can_send = c->conn && c->conn->state == CONN_READY && !c->switch_pending;
+    for (struct req *r = c->unsent.head; r; r = r->next) {
+        if (r->deadline_ms < wake)
+            wake = r->deadline_ms;
+        if (can_send && r->not_before_ms < wake)
+            wake = r->not_before_ms;
+    }
+    for (struct req *r = c->inflight.head; r; r = r->next)
+        if (r->deadline_ms < wake)
+            wake = r->deadline_ms;
+    if (c->conn == NULL && (c->unsent.n > 0 || c->want_conn) && c->connect_not_before_ms < wake)
+        wake = c->connect_not_before_ms;
+    if (c->conn && c->conn->state != CONN_READY && c->conn->deadline_ms < wake)
+        wake = c->conn->deadline_ms;
+    return wake;
+}
+
+static void timer_cb(uv_timer_t *t)
+{
+    (void)t; /* only there to bound uv_run */
+}
+
+/* One loop turn: waits for I/O at most until pump() has work or `limit_ms`. */
+static void turn(evbus_client *c, uint64_t limit_ms)
+{
+    uint64_t now = now_ms(c);
+    uint64_t wake = next_wake(c, limit_ms);
+    if (wake <= now) {
+        uv_run(&c->loop, UV_RUN_NOWAIT);
+        return;
+    }
+    /* Repeating: UV_RUN_ONCE runs due timers before it polls, and a one-shot timer that fired
+     * there (the clock crossed a millisecond since now_ms) would leave the poll unbounded. */
+    uv_timer_start(&c->timer, timer_cb, wake - now, wake - now);
+    uv_run(&c->loop, UV_RUN_ONCE);
+    uv_timer_stop(&c->timer);
+}
+
+/* Runs the callbacks of completed async requests. Returns how many ran. */
+static int dispatch(evbus_client *c)
+{
+    int n = 0;
+    struct req *req;
+    while ((req = c->done.head) != NULL) {
+        q_remove(req);
+        if (req->status != 0)
+            snprintf(c->errmsg, sizeof(c->errmsg), "%s", req->errmsg);
+        c->n_async--;
+        c->cb_depth++;
+        req->cb(req->arg, req->status, req->status == 0 ? req->results : NULL, req->n_entries);
+        c->cb_depth--;
+        req_free(req);
+        n++;
+    }
+    return n;
+}
+
+/* Runs a blocking request (body encoded, on no queue) until it is done. */
+static int wait_req(evbus_client *c, struct req *req)
+{
+    if (c->closing)
+        return set_err(c, EVBUS_ECLOSED, "client is being destroyed");
+    struct sigpipe_guard guard;
+    sigpipe_block(&guard);
+    q_push(&c->unsent, req);
+    for (;;) {
+        dispatch(c);
+        pump(c);
+        if (req->done)
+            break;
+        turn(c, req->deadline_ms);
+    }
+    sigpipe_unblock(&guard);
+    assert(req->q == NULL);
+    if (req->status != 0)
+        snprintf(c->errmsg, sizeof(c->errmsg), "%s", req->errmsg);
+    return req->status;
+}
+
+/* Sends a blocking request and waits for it. On 0 the answer is moved into *reply. */
+static int call(evbus_client *c, const evbus_Frame *f, pb_size_t reply_tag, bool retry_safe,
+                evbus_Frame *reply)
+{
+    struct req req;
+    memset(&req, 0, sizeof(req));
+    int rc = encode_body(c, f, &req.body, &req.body_len);
+    if (rc != 0)
+        return rc;
+    req_init(c, &req, f->which_body, reply_tag, retry_safe);
+    rc = wait_req(c, &req);
+    if (rc == 0) {
+        *reply = req.reply;
+        req.has_reply = false;
+    }
+    req_free(&req);
+    return rc;
+}
+
+/* -------------------------------------------------------------- lifecycle */
+
+void evbus_client_options_init(evbus_client_options *opts)
+{
+    memset(opts, 0, sizeof(*opts));
+    opts->client_name = DEFAULT_CLIENT_NAME;
+    opts->timeout_ms = DEFAULT_TIMEOUT_MS;
+    opts->max_frame_bytes = WIRE_DEFAULT_MAX_FRAME;
+}
+
+static void client_free(evbus_client *c, bool loop_ready)
+{
+    if (loop_ready) {
+        if (c->conn)
+            conn_close(c->conn);
+        uv_close((uv_handle_t *)&c->timer, NULL);
+        /* Lets close callbacks (and cancelled writes) run so every handle's memory is back. */
+        uv_run(&c->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&c->loop);
+    }
+    for (size_t i = 0; i < c->n_eps; i++)
+        endpoint_free(&c->eps[i]);
+    free(c->eps);
+    endpoint_free(&c->redirect);
+    free(c->client_name);
+    free(c->auth_token);
+    free(c);
+}
+
+int evbus_client_create(const evbus_client_options *opts, evbus_client **out)
+{
+    if (out == NULL)
+        return EVBUS_EINVAL;
+    *out = NULL;
+    if (opts == NULL || opts->servers == NULL || opts->servers[0] == '\0')
+        return EVBUS_EINVAL;
+
+    struct sigpipe_guard guard;
+    bool loop_ready = false;
+    int rc;
+    evbus_client *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return EVBUS_ENOMEM;
+    c->timeout_ms = opts->timeout_ms ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
+    c->max_frame_bytes = opts->max_frame_bytes ? opts->max_frame_bytes : WIRE_DEFAULT_MAX_FRAME;
+    c->next_id = HELLO_ID + 1;
+    c->client_name = strdup(opts->client_name ? opts->client_name : DEFAULT_CLIENT_NAME);
+    c->auth_token = opts->auth_token ? strdup(opts->auth_token) : NULL;
+    if (c->client_name == NULL || (opts->auth_token && c->auth_token == NULL)) {
+        rc = EVBUS_ENOMEM;
+        goto fail;
+    }
+    rc = parse_servers(c, opts->servers);
+    if (rc != 0)
+        goto fail;
+    rc = uv_loop_init(&c->loop);
+    if (rc != 0) {
+        rc = EVBUS_ENOMEM;
+        goto fail;
+    }
+    uv_timer_init(&c->loop, &c->timer);
+    loop_ready = true;
+    c->rng = uv_hrtime() ^ (uint64_t)(uintptr_t)c;
+    if (c->rng == 0)
+        c->rng = 0x9e3779b97f4a7c15ull;
+
+    sigpipe_block(&guard);
+    uint64_t deadline = now_ms(c) + c->timeout_ms;
+    c->want_conn = true;
+    for (;;) {
+        pump(c);
+        if (c->conn && c->conn->state == CONN_READY) {
+            rc = 0;
+            break;
+        }
+        if (c->conn == NULL && (c->conn_err == EVBUS_EVERSION || c->conn_err == EVBUS_EAUTH)) {
+            rc = c->conn_err;
+            break;
+        }
+        if (now_ms(c) >= deadline) {
+            rc = c->conn && c->conn->state == CONN_HELLO ? EVBUS_ETIMEDOUT
+                 : c->conn_err                           ? EVBUS_ECONN
+                                                         : EVBUS_ETIMEDOUT;
+            break;
+        }
+        turn(c, deadline);
+    }
+    c->want_conn = false;
+    sigpipe_unblock(&guard);
+    if (rc != 0)
+        goto fail;
+    *out = c;
+    return 0;
+
+fail:
+    client_free(c, loop_ready);
+    return rc;
+}
+
+void evbus_client_destroy(evbus_client *c)
+{
+    if (c == NULL)
+        return;
+    /* A callback runs while its caller still uses the client. */
+    assert(c->cb_depth == 0);
+    struct sigpipe_guard guard;
+    sigpipe_block(&guard);
+    c->closing = true;
+    /* Answers already here are delivered as they are; the rest is cancelled. */
+    dispatch(c);
+    struct req *req;
+    while ((req = c->inflight.head) != NULL || (req = c->unsent.head) != NULL) {
+        req_set_err(req, EVBUS_ECANCELED, "client destroyed");
+        req_complete(c, req, EVBUS_ECANCELED);
+    }
+    dispatch(c);
+    client_free(c, true);
+    sigpipe_unblock(&guard);
+}
+
+const char *evbus_client_errmsg(const evbus_client *c)
+{
+    return c ? c->errmsg : "";
+}
+
+uint32_t evbus_client_node_id(const evbus_client *c)
+{
+    return c && c->conn && c->conn->state == CONN_READY ? c->node_id : 0;
+}
+
+const char *evbus_client_server(const evbus_client *c)
+{
+    return c && c->conn && c->conn->state == CONN_READY ? c->conn->addr : "";
+}
+
+size_t evbus_client_inflight(const evbus_client *c)
+{
+    return c ? c->n_async : 0;
+}
+
+/* ---------------------------------------------------------------- publish */
+
+static int check_bus(evbus_client *c, const char *bus)
+{
+    if (bus == NULL || bus[0] == '\0')
+        return set_err(c, EVBUS_EINVAL, "bus name is empty");
+    return 0;
+}
+
+/* Validates a publish and encodes it as a request body. */
+static int encode_put(evbus_client *c, const char *bus, const evbus_entry *entries, size_t n,
+                      uint8_t **body, size_t *body_len)
+{
+    int rc = check_bus(c, bus);
+    if (rc != 0)
+        return rc;
+    if (entries == NULL)
+        return set_err(c, EVBUS_EINVAL, "entries is NULL");
+    if (n < 1 || n > EVBUS_MAX_ENTRIES_PER_PUT)
+        return set_err(c, EVBUS_EINVAL, "%zu entries: a publish carries 1 to %d", n,
+                       EVBUS_MAX_ENTRIES_PER_PUT);
+    for (size_t i = 0; i < n; i++) {
+        const evbus_entry *e = &entries[i];
+        if (e->source == NULL || e->detail_type == NULL || e->detail == NULL)
+            return set_err(c, EVBUS_EINVAL,
+                           "entry %zu: source, detail_type and detail are required", i);
+        if (e->n_resources > 0 && e->resources == NULL)
+            return set_err(c, EVBUS_EINVAL, "entry %zu: resources is NULL", i);
+        if (e->n_resources > (pb_size_t)-1)
+            return set_err(c, EVBUS_EINVAL, "entry %zu: too many resources", i);
+        for (size_t j = 0; j < e->n_resources; j++)
+            if (e->resources[j] == NULL)
+                return set_err(c, EVBUS_EINVAL, "entry %zu: resource %zu is NULL", i, j);
+    }
+    evbus_PutEventsEntry *pe = calloc(n, sizeof(*pe));
+    if (pe == NULL)
+        return set_err(c, EVBUS_ENOMEM, "out of memory");
+    /* The Frame borrows the caller's strings: encoded here, never released with pb_release. */
+    for (size_t i = 0; i < n; i++) {
+        const evbus_entry *e = &entries[i];
+        pe[i].source = (char *)e->source;
+        pe[i].detail_type = (char *)e->detail_type;
+        pe[i].detail = (char *)e->detail;
+        pe[i].resources_count = (pb_size_t)e->n_resources;
+        pe[i].resources = e->n_resources ? (char **)e->resources : NULL;
+        pe[i].time = (char *)e->time;
+        pe[i].partition_key = (char *)e->partition_key;
+    }
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.which_body = evbus_Frame_put_events_tag;
+    f.body.put_events.bus = (char *)bus;
+    f.body.put_events.entries_count = (pb_size_t)n;
+    f.body.put_events.entries = pe;
+    rc = encode_body(c, &f, body, body_len);
+    free(pe);
+    return rc;
+}
+
+int evbus_put_events(evbus_client *c, const char *bus, const evbus_entry *entries, size_t n,
+                     evbus_put_result *results, size_t *failed, uint64_t *commit_index)
+{
+    if (c == NULL)
+        return EVBUS_EINVAL;
+    c->errmsg[0] = '\0';
+    if (results == NULL)
+        return set_err(c, EVBUS_EINVAL, "results is NULL");
+    struct req req;
+    memset(&req, 0, sizeof(req));
+    int rc = encode_put(c, bus, entries, n, &req.body, &req.body_len);
+    if (rc != 0)
+        return rc;
+
+    req_init(c, &req, evbus_Frame_put_events_tag, evbus_Frame_put_events_reply_tag, false);
+    rc = wait_req(c, &req);
+    if (rc != 0)
+        goto out;
+    const evbus_PutEventsReply *rep = &req.reply.body.put_events_reply;
+    if (rep->entries_count != n) {
+        rc = set_err(c, EVBUS_EPROTO, "PutEvents answer has %u results for %zu entries",
+                     (unsigned)rep->entries_count, n);
+        goto out;
+    }
+    size_t n_failed = 0;
+    for (size_t i = 0; i < n; i++) {
+        const evbus_PutEventsResult *e = &rep->entries[i];
+        evbus_put_result *r = &results[i];
+        memset(r, 0, sizeof(*r));
+        r->code = e->error_code;
+        snprintf(r->message, sizeof(r->message), "%s",
+                 e->error_message ? e->error_message
+                                  : (e->error_code ? evbus_strerror(e->error_code) : ""));
+        r->partition = e->partition;
+        r->offset = e->offset;
+        snprintf(r->event_id, sizeof(r->event_id), "%s", nz(e->event_id));
+        if (r->code != 0)
+            n_failed++;
+    }
+    if (failed)
+        *failed = n_failed;
+    if (commit_index)
+        *commit_index = rep->commit_index;
+out:
+    req_free(&req);
+    return rc;
+}
+
+int evbus_put_events_async(evbus_client *c, const char *bus, const evbus_entry *entries, size_t n,
+                           evbus_put_cb cb, void *arg)
+{
+    if (c == NULL)
+        return EVBUS_EINVAL;
+    c->errmsg[0] = '\0';
+    if (cb == NULL)
+        return set_err(c, EVBUS_EINVAL, "callback is NULL");
+    if (c->closing)
+        return set_err(c, EVBUS_ECLOSED, "client is being destroyed");
+    struct req *req = calloc(1, sizeof(*req));
+    if (req == NULL)
+        return set_err(c, EVBUS_ENOMEM, "out of memory");
+    int rc = encode_put(c, bus, entries, n, &req->body, &req->body_len);
+    if (rc != 0) {
+        free(req);
+        return rc;
+    }
+    req_init(c, req, evbus_Frame_put_events_tag, evbus_Frame_put_events_reply_tag, false);
+    req->async = true;
+    req->cb = cb;
+    req->arg = arg;
+    req->n_entries = n;
+    q_push(&c->unsent, req);
+    c->n_async++;
+    /* Write now when connected; otherwise the connect starts here and goes on in poll. The
+     * callback itself always waits for poll or a blocking call, even if the request failed. */
+    struct sigpipe_guard guard;
+    sigpipe_block(&guard);
+    pump(c);
+    sigpipe_unblock(&guard);
+    return 0;
+}
+
+int evbus_client_poll(evbus_client *c, uint32_t timeout_ms)
+{
+    if (c == NULL)
+        return EVBUS_EINVAL;
+    c->errmsg[0] = '\0';
+    struct sigpipe_guard guard;
+    sigpipe_block(&guard);
+    unsigned losses = c->async_losses;
+    uint64_t deadline = now_ms(c) + timeout_ms;
+    int n = dispatch(c);
+    pump(c);
+    n += dispatch(c);
+    /* Always one turn, so even a 0 timeout takes the answers already received. */
+    while (n == 0 && c->n_async > 0 && c->async_losses == losses) {
+        turn(c, deadline);
+        pump(c);
+        n += dispatch(c);
+        if (now_ms(c) >= deadline)
+            break;
+    }
+    sigpipe_unblock(&guard);
+    if (c->async_losses != losses) {
+        if (c->errmsg[0] == '\0')
+            snprintf(c->errmsg, sizeof(c->errmsg), "%s", c->conn_errmsg);
+        return EVBUS_ECONN;
+    }
+    return n;
+}
+
+/* ------------------------------------------------------------------- read */
+
+int evbus_read(evbus_client *c, const char *bus, uint32_t partition, uint64_t from_offset,
+               uint32_t max_events, uint32_t max_bytes, evbus_read_result **out)
+{
+    if (c == NULL)
+        return EVBUS_EINVAL;
+    c->errmsg[0] = '\0';
+    if (out == NULL)
+        return set_err(c, EVBUS_EINVAL, "out is NULL");
+    *out = NULL;
+    int rc = check_bus(c, bus);
+    if (rc != 0)
+        return rc;
+
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.which_body = evbus_Frame_read_log_tag;
+    f.body.read_log.bus = (char *)bus;
+    f.body.read_log.partition = partition;
+    f.body.read_log.from_offset = from_offset;
+    f.body.read_log.max_events = max_events;
+    f.body.read_log.max_bytes = max_bytes;
+    evbus_Frame reply = evbus_Frame_init_zero;
+    rc = call(c, &f, evbus_Frame_read_log_reply_tag, true, &reply);
+    if (rc != 0)
+        return rc;
+
+    const evbus_ReadLogReply *rep = &reply.body.read_log_reply;
+    evbus_read_result *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        goto nomem;
+    r->next_offset = rep->next_offset;
+    r->first_offset = rep->first_offset;
+    r->end_offset = rep->end_offset;
+    if (rep->events_count > 0) {
+        r->events = calloc(rep->events_count, sizeof(*r->events));
+        if (r->events == NULL)
+            goto nomem;
+    }
+    for (pb_size_t i = 0; i < rep->events_count; i++) {
+        const evbus_LogEvent *le = &rep->events[i];
+        size_t len = le->event ? le->event->size : 0;
+        char *json = malloc(len + 1);
+        if (json == NULL)
+            goto nomem;
+        if (len)
+            memcpy(json, le->event->bytes, len);
+        json[len] = '\0';
+        r->events[i].offset = le->offset;
+        r->events[i].json = json;
+        r->events[i].json_len = len;
+        r->n_events++;
+    }
+    wire_release(evbus_Frame_fields, &reply);
+    *out = r;
+    return 0;
+
+nomem:
+    evbus_read_result_free(r);
+    wire_release(evbus_Frame_fields, &reply);
+    return set_err(c, EVBUS_ENOMEM, "out of memory");
+}
+
+void evbus_read_result_free(evbus_read_result *r)
+{
+    if (r == NULL)
+        return;
+    for (size_t i = 0; i < r->n_events; i++)
+        free(r->events[i].json);
+    free(r->events);
+    free(r);
+}
+
+/* -------------------------------------------------------------- bus admin */
+
+static int bus_info_copy(evbus_bus_info *dst, const evbus_BusInfo *src)
+{
+    memset(dst, 0, sizeof(*dst));
+    dst->name = strdup(nz(src->name));
+    dst->created_time = strdup(nz(src->created_time));
+    if (dst->name == NULL || dst->created_time == NULL)
+        return EVBUS_ENOMEM;
+    dst->partitions = src->partitions;
+    dst->created_index = src->created_index;
+    dst->events = src->events;
+    if (src->partition_info_count > 0) {
+        dst->partition_info = calloc(src->partition_info_count, sizeof(*dst->partition_info));
+        if (dst->partition_info == NULL)
+            return EVBUS_ENOMEM;
+        dst->n_partition_info = src->partition_info_count;
+        for (pb_size_t i = 0; i < src->partition_info_count; i++) {
+            dst->partition_info[i].partition = src->partition_info[i].partition;
+            dst->partition_info[i].first_offset = src->partition_info[i].first_offset;
+            dst->partition_info[i].next_offset = src->partition_info[i].next_offset;
+        }
+    }
+    return 0;
+}
+
+static void bus_info_clear(evbus_bus_info *b)
+{
+    free(b->name);
+    free(b->created_time);
+    free(b->partition_info);
+}
+
+/* A blocking admin call whose answer is only checked, not returned. */
+static int call_admin(evbus_client *c, evbus_Frame *f, pb_size_t reply_tag)
+{
+    evbus_Frame reply = evbus_Frame_init_zero;
+    int rc = call(c, f, reply_tag, false, &reply);
+    if (rc == 0)
+        wire_release(evbus_Frame_fields, &reply);
+    return rc;
+}
+
+int evbus_bus_create(evbus_client *c, const char *name, uint32_t partitions)
+{
+    if (c == NULL)
+        return EVBUS_EINVAL;
+    c->errmsg[0] = '\0';
+    int rc = check_bus(c, name);
+    if (rc != 0)
+        return rc;
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.which_body = evbus_Frame_create_bus_tag;
+    f.body.create_bus.name = (char *)name;
+    f.body.create_bus.partitions = partitions;
+    return call_admin(c, &f, evbus_Frame_bus_reply_tag);
+}
+
+int evbus_bus_delete(evbus_client *c, const char *name)
+{
+    if (c == NULL)
+        return EVBUS_EINVAL;
+    c->errmsg[0] = '\0';
+    int rc = check_bus(c, name);
+    if (rc != 0)
+        return rc;
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.which_body = evbus_Frame_delete_bus_tag;
+    f.body.delete_bus.name = (char *)name;
+    return call_admin(c, &f, evbus_Frame_ok_tag);
+}
+
+int evbus_bus_describe(evbus_client *c, const char *name, evbus_bus_info **out)
+{
+    if (c == NULL)
+        return EVBUS_EINVAL;
+    c->errmsg[0] = '\0';
+    if (out == NULL)
+        return set_err(c, EVBUS_EINVAL, "out is NULL");
+    *out = NULL;
+    int rc = check_bus(c, name);
+    if (rc != 0)
+        return rc;
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.which_body = evbus_Frame_describe_bus_tag;
+    f.body.describe_bus.name = (char *)name;
+    evbus_Frame reply = evbus_Frame_init_zero;
+    rc = call(c, &f, evbus_Frame_bus_reply_tag, true, &reply);
+    if (rc != 0)
+        return rc;
+    evbus_bus_info *b = NULL;
+    if (!reply.body.bus_reply.has_bus) {
+        rc = set_err(c, EVBUS_EPROTO, "DescribeBus answer without a bus");
+        goto out;
+    }
+    b = calloc(1, sizeof(*b));
+    if (b == NULL || bus_info_copy(b, &reply.body.bus_reply.bus) != 0) {
+        evbus_bus_info_free(b);
+        b = NULL;
+        rc = set_err(c, EVBUS_ENOMEM, "out of memory");
+        goto out;
+    }
+    *out = b;
+out:
+    wire_release(evbus_Frame_fields, &reply);
+    return rc;
+}
+
+void evbus_bus_info_free(evbus_bus_info *b)
+{
+    if (b == NULL)
+        return;
+    bus_info_clear(b);
+    free(b);
+}
+
+int evbus_bus_list(evbus_client *c, evbus_bus_info **out, size_t *n)
+{
+    if (c == NULL)
+        return EVBUS_EINVAL;
+    c->errmsg[0] = '\0';
+    if (out == NULL || n == NULL)
+        return set_err(c, EVBUS_EINVAL, "out or n is NULL");
+    *out = NULL;
+    *n = 0;
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.which_body = evbus_Frame_list_buses_tag;
+    evbus_Frame reply = evbus_Frame_init_zero;
+    int rc = call(c, &f, evbus_Frame_list_buses_reply_tag, true, &reply);
+    if (rc != 0)
+        return rc;
+    const evbus_ListBusesReply *rep = &reply.body.list_buses_reply;
+    evbus_bus_info *buses = NULL;
+    size_t count = 0;
+    if (rep->buses_count > 0) {
+        buses = calloc(rep->buses_count, sizeof(*buses));
+        if (buses == NULL)
+            goto nomem;
+    }
+    for (; count < rep->buses_count; count++) {
+        if (bus_info_copy(&buses[count], &rep->buses[count]) != 0) {
+            count++; /* the partial copy is freed with the others */
+            goto nomem;
+        }
+    }
+    wire_release(evbus_Frame_fields, &reply);
+    *out = buses;
+    *n = count;
+    return 0;
+
+nomem:
+    evbus_bus_list_free(buses, count);
+    wire_release(evbus_Frame_fields, &reply);
+    return set_err(c, EVBUS_ENOMEM, "out of memory");
+}
+
+void evbus_bus_list_free(evbus_bus_info *buses, size_t n)
+{
+    if (buses == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        bus_info_clear(&buses[i]);
+    free(buses);
+}
+
+/* ---------------------------------------------------------------- cluster */
+
+int evbus_cluster_status_get(evbus_client *c, evbus_cluster_status **out)
+{
+    if (c == NULL)
+        return EVBUS_EINVAL;
+    c->errmsg[0] = '\0';
+    if (out == NULL)
+        return set_err(c, EVBUS_EINVAL, "out is NULL");
+    *out = NULL;
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.which_body = evbus_Frame_cluster_status_tag;
+    evbus_Frame reply = evbus_Frame_init_zero;
+    int rc = call(c, &f, evbus_Frame_cluster_status_reply_tag, true, &reply);
+    if (rc != 0)
+        return rc;
+    const evbus_ClusterStatusReply *rep = &reply.body.cluster_status_reply;
+    evbus_cluster_status *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        goto nomem;
+    s->leader_id = rep->leader_id;
+    s->term = rep->term;
+    s->leader_addr = strdup(nz(rep->leader_addr));
+    if (s->leader_addr == NULL)
+        goto nomem;
+    if (rep->nodes_count > 0) {
+        s->nodes = calloc(rep->nodes_count, sizeof(*s->nodes));
+        if (s->nodes == NULL)
+            goto nomem;
+    }
+    for (pb_size_t i = 0; i < rep->nodes_count; i++) {
+        const evbus_NodeStatus *src = &rep->nodes[i];
+        evbus_node_status *dst = &s->nodes[i];
+        s->n_nodes++; /* before the strdups: a partial node is freed with the others */
+        dst->node_id = src->node_id;
+        dst->voter = src->voter;
+        dst->leader = src->leader;
+        dst->applied_index = src->applied_index;
+        dst->commit_index = src->commit_index;
+        dst->catching_up = src->catching_up;
+        dst->term = src->term;
+        dst->raft_addr = strdup(nz(src->raft_addr));
+        dst->client_addr = strdup(nz(src->client_addr));
+        dst->role = strdup(nz(src->role));
+        if (dst->raft_addr == NULL || dst->client_addr == NULL || dst->role == NULL)
+            goto nomem;
+    }
+    wire_release(evbus_Frame_fields, &reply);
+    *out = s;
+    return 0;
+
+nomem:
+    evbus_cluster_status_free(s);
+    wire_release(evbus_Frame_fields, &reply);
+    return set_err(c, EVBUS_ENOMEM, "out of memory");
+}
+
+void evbus_cluster_status_free(evbus_cluster_status *s)
+{
+    if (s == NULL)
+        return;
+    for (size_t i = 0; i < s->n_nodes; i++) {
+        free(s->nodes[i].raft_addr);
+        free(s->nodes[i].client_addr);
+        free(s->nodes[i].role);
+    }
+    free(s->nodes);
+    free(s->leader_addr);
+    free(s);
+}
