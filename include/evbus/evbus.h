@@ -42,6 +42,8 @@ typedef struct evbus_client_options {
     const char *auth_token;  /* sent in Hello; default none */
     uint32_t timeout_ms;     /* bound of each blocking call, default 10000 */
     uint32_t max_frame_bytes; /* largest frame accepted from a server, default 4 MiB */
+    int idempotent; /* default 1: publishes carry this client's producer id and a sequence, so a
+                       retry after an unknown outcome is stored once (see evbus_put_events) */
 } evbus_client_options;
 
 /* Fills `opts` with the defaults (servers NULL). */
@@ -90,7 +92,12 @@ typedef struct evbus_put_result {
 
 /*
  * Publishes 1 to EVBUS_MAX_ENTRIES_PER_PUT entries into `bus` and waits until
- * they are committed (acknowledged = durable). Returns 0 when the server
+ * they are committed (acknowledged = durable). With options.idempotent (the
+ * default) each request carries the client's producer id (random, chosen at
+ * create) and the next sequence number; when the outcome is unknown (lost
+ * connection, timeout, leadership lost: EVBUS_EUNAVAIL) the SDK resends the same
+ * request to the (new) leader until the call's timeout, and the server answers a
+ * retry with the original offsets without storing the events again. Returns 0 when the server
  * answered per entry: then results[i] tells each entry's outcome (entries are
  * validated one by one, as PutEvents does), and *failed (if not NULL) counts the
  * failed ones. `results` has room for n entries. `commit_index` may be NULL.
@@ -153,6 +160,16 @@ int evbus_read(evbus_client *c, const char *bus, uint32_t partition, uint64_t fr
                uint32_t max_events, uint32_t max_bytes, evbus_read_result **out);
 void evbus_read_result_free(evbus_read_result *r);
 
+/*
+ * evbus_read() with read-after-write: the answering node first waits (bounded by
+ * the call's timeout) until it has applied Raft index `min_commit_index`, e.g.
+ * the commit_index a publish returned, so the read sees that publish on any
+ * node. 0 behaves as evbus_read().
+ */
+int evbus_read_after(evbus_client *c, const char *bus, uint32_t partition, uint64_t from_offset,
+                     uint32_t max_events, uint32_t max_bytes, uint64_t min_commit_index,
+                     evbus_read_result **out);
+
 /* ---------------------------------------------------------------- bus admin */
 
 typedef struct evbus_partition_info {
@@ -207,6 +224,43 @@ typedef struct evbus_cluster_status {
  * function cannot share its name with the type.) */
 int evbus_cluster_status_get(evbus_client *c, evbus_cluster_status **out);
 void evbus_cluster_status_free(evbus_cluster_status *s);
+
+/* Status of the connected node only (not redirected). Free with evbus_node_status_free. */
+int evbus_node_status_get(evbus_client *c, evbus_node_status **out);
+void evbus_node_status_free(evbus_node_status *n);
+
+/*
+ * Membership (answered by the leader once committed; redirected like writes).
+ * add_node: the new node, started with --join, catches up as a non-voter and is
+ * promoted to voter once caught up; the call returns when it is a voter.
+ * Errors: EVBUS_EEXIST (id in use), EVBUS_EINVAL, EVBUS_ENOTFOUND (remove/transfer
+ * of an unknown id), EVBUS_EBUSY (another change in progress), EVBUS_ETIMEDOUT.
+ */
+int evbus_cluster_add_node(evbus_client *c, uint32_t node_id, const char *raft_addr,
+                           const char *client_addr);
+int evbus_cluster_remove_node(evbus_client *c, uint32_t node_id);
+/* node_id 0: let the leader pick the most up-to-date voter. */
+int evbus_cluster_transfer_leader(evbus_client *c, uint32_t node_id);
+
+typedef struct evbus_partition_checksum {
+    uint32_t partition;
+    uint64_t first_offset;
+    uint64_t next_offset;
+    uint64_t checksum; /* FNV-1a 64 over (offset, envelope) of every stored event */
+    uint64_t events;
+} evbus_partition_checksum;
+
+typedef struct evbus_checksum {
+    uint32_t node_id;
+    uint64_t applied_index;
+    evbus_partition_checksum *partitions;
+    size_t n_partitions;
+} evbus_checksum;
+
+/* Per-partition checksums of `bus` as stored on the connected node (not redirected), to compare
+ * replicas. Errors: EVBUS_ENOTFOUND, EVBUS_EUNAVAIL (node still backfilling). */
+int evbus_bus_checksum(evbus_client *c, const char *bus, evbus_checksum **out);
+void evbus_checksum_free(evbus_checksum *s);
 
 #ifdef __cplusplus
 }

@@ -156,6 +156,13 @@ const char *wire_body_name(pb_size_t which_body)
     case evbus_Frame_list_buses_reply_tag: return "ListBusesReply";
     case evbus_Frame_cluster_status_tag: return "ClusterStatus";
     case evbus_Frame_cluster_status_reply_tag: return "ClusterStatusReply";
+    case evbus_Frame_add_node_tag: return "AddNode";
+    case evbus_Frame_remove_node_tag: return "RemoveNode";
+    case evbus_Frame_transfer_leader_tag: return "TransferLeader";
+    case evbus_Frame_node_status_tag: return "NodeStatus";
+    case evbus_Frame_node_status_reply_tag: return "NodeStatusReply";
+    case evbus_Frame_checksum_tag: return "Checksum";
+    case evbus_Frame_checksum_reply_tag: return "ChecksumReply";
     }
     return "unknown";
 }
