@@ -33,7 +33,9 @@ extern "C" {
     X(ECANCELED, -17, "cancelled", 0)                                                    \
     X(EINTERNAL, -18, "internal error", 0)                                               \
     X(ERANGE, -19, "offset out of range", 0)                                             \
-    X(EUNKNOWN_MSG, -20, "unknown message type", 0)
+    X(EUNKNOWN_MSG, -20, "unknown message type", 0)                                      \
+    X(ESEQUENCE, -21, "producer sequence older than the dedup window", 0)                \
+    X(EBACKFILL, -22, "this node is still backfilling that range; read another node", 1)
 
 typedef enum evbus_errno {
 #define EVBUS__ERRNO_ENUM(name, value, msg, retriable) EVBUS_##name = value,

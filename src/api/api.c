@@ -7,7 +7,9 @@
 
 #include <uuid/uuid.h>
 
+#include "api/backfill.h"
 #include "api/envelope.h"
+#include "api/peers.h"
 #include "command.pb.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -24,6 +26,8 @@
 #define READ_DEFAULT_EVENTS 1000u
 #define READ_DEFAULT_BYTES (1u << 20)
 
+typedef struct read_wait read_wait;
+
 struct api {
     uv_loop_t *loop;
     const config *cfg;
@@ -31,6 +35,21 @@ struct api {
     node *node;
     store *db;
     net_server *net;
+    read_wait *waits; /* reads waiting for an applied index */
+    uv_timer_t wait_timer;
+    uint64_t pressure_checked_ms;
+    int pressure; /* RocksDB is stalling writes */
+    backfill *backfill;
+    int jobs; /* worker jobs in flight that use the api */
+};
+
+/* A ReadLog with min_commit_index above what this node has applied. */
+struct read_wait {
+    read_wait *next;
+    net_conn *c;
+    uint64_t id;
+    evbus_ReadLogRequest req; /* bus copied */
+    uint64_t deadline_ms;
 };
 
 /* Per-connection state kept in net_conn_data. */
@@ -88,27 +107,9 @@ static int check_writable(api *a, net_conn *c, uint64_t id)
     return 0;
 }
 
-/* Encodes `op` as one `Command.ops` field (tag 3, length-delimited) appended to `out`. */
 static int append_op(util_buf *out, const evbuscmd_Op *op)
 {
-    uint8_t *body;
-    size_t len;
-    int rv = wire_encode_body(evbuscmd_Op_fields, op, &body, &len);
-    if (rv != 0)
-        return rv;
-    uint8_t head[11];
-    size_t h = 0;
-    head[h++] = (3 << 3) | 2;
-    uint64_t v = len;
-    while (v >= 0x80) {
-        head[h++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    head[h++] = (uint8_t)v;
-    if ((rv = util_buf_append(out, head, h)) == 0)
-        rv = util_buf_append(out, body, len);
-    free(body);
-    return rv;
+    return node_encode_op(out, op);
 }
 
 /* ---------------------------------------------------------------- publish */
@@ -177,9 +178,13 @@ static void put_done(void *data, int status, const fsm_op_result *ops, size_t n_
     for (size_t i = 0; i < n_ops && i < p->n_ops; i++) {
         evbus_PutEventsResult *r = &p->results[p->op_entry[i]];
         if (ops[i].code != 0) {
-            set_entry_error(r, ops[i].code, ops[i].code == EVBUS_ENOTFOUND
-                                                ? "bus was deleted before the event committed"
-                                                : NULL);
+            set_entry_error(r, ops[i].code,
+                            ops[i].code == EVBUS_ENOTFOUND
+                                ? "bus was deleted before the event committed"
+                            : ops[i].code == EVBUS_ESEQUENCE
+                                ? "producer sequence is older than the dedup window: the outcome "
+                                  "of the first attempt is no longer known"
+                                : NULL);
             free(r->event_id);
             r->event_id = NULL;
         } else {
@@ -189,6 +194,29 @@ static void put_done(void *data, int status, const fsm_op_result *ops, size_t n_
     }
     put_reply(p, index);
     put_ctx_free(p);
+}
+
+/* RocksDB slows or stops writes when compaction falls behind; a stopped write would block the
+ * loop and with it Raft heartbeats. Refuse publishes early instead (retriable EBUSY). */
+static int storage_pressure(api *a)
+{
+    uint64_t now = uv_now(a->loop);
+    if (now - a->pressure_checked_ms >= 50) {
+        a->pressure_checked_ms = now;
+        uint64_t stopped = 0, delayed = 0, pending = 0;
+        store_property_u64(a->db, "rocksdb.is-write-stopped", &stopped);
+        store_property_u64(a->db, "rocksdb.actual-delayed-write-rate", &delayed);
+        store_property_u64(a->db, "rocksdb.estimate-pending-compaction-bytes", &pending);
+        int was = a->pressure;
+        a->pressure = stopped != 0 || delayed != 0 || pending > (32ull << 30);
+        if (a->pressure != was)
+            LOG_WARNF(MOD, a->pressure ? "storage is stalling: refusing publishes"
+                                       : "storage pressure over",
+                      "write_stopped=%llu delayed_rate=%llu pending_compaction_bytes=%llu",
+                      (unsigned long long)stopped, (unsigned long long)delayed,
+                      (unsigned long long)pending);
+    }
+    return a->pressure;
 }
 
 static void handle_put(api *a, net_conn *c, uint64_t id, const evbus_PutEventsRequest *req)
@@ -204,14 +232,19 @@ static void handle_put(api *a, net_conn *c, uint64_t id, const evbus_PutEventsRe
         send_error(a, c, id, EVBUS_EINVAL, err);
         return;
     }
+    /* Writes are decided on the leader, whose state is the newest: redirect first. */
+    if (!check_writable(a, c, id))
+        return;
     const fsm_bus *bus = fsm_bus_find(a->fsm, req->bus);
     if (bus == NULL) {
         snprintf(err, sizeof(err), "bus '%s' does not exist", req->bus);
         send_error(a, c, id, EVBUS_ENOTFOUND, err);
         return;
     }
-    if (!check_writable(a, c, id))
+    if (storage_pressure(a)) {
+        send_error(a, c, id, EVBUS_EBUSY, "storage is compacting and stalling writes; retry later");
         return;
+    }
     put_ctx *p = calloc(1, sizeof(*p));
     if (p == NULL) {
         send_error(a, c, id, EVBUS_ENOMEM, NULL);
@@ -227,7 +260,8 @@ static void handle_put(api *a, net_conn *c, uint64_t id, const evbus_PutEventsRe
     p->op_entry = calloc(p->n, sizeof(*p->op_entry));
     util_buf ops = {0};
     int rv = 0;
-    if (p->results == NULL || p->event_ids == NULL || p->op_entry == NULL) {
+    evbuscmd_Publish *events = calloc(p->n, sizeof(*events));
+    if (p->results == NULL || p->event_ids == NULL || p->op_entry == NULL || events == NULL) {
         rv = EVBUS_ENOMEM;
         goto fail;
     }
@@ -257,10 +291,6 @@ static void handle_put(api *a, net_conn *c, uint64_t id, const evbus_PutEventsRe
             set_entry_error(r, vrv, "strings must be valid UTF-8");
             continue;
         }
-        evbuscmd_Op op = evbuscmd_Op_init_zero;
-        op.which_op = evbuscmd_Op_publish_tag;
-        op.op.publish.bus_id = bus->bus_id;
-        op.op.publish.partition = part;
         pb_bytes_array_t *bytes = malloc(PB_BYTES_ARRAY_T_ALLOCSIZE(env_len));
         if (bytes == NULL) {
             free(env);
@@ -270,11 +300,10 @@ static void handle_put(api *a, net_conn *c, uint64_t id, const evbus_PutEventsRe
         bytes->size = (pb_size_t)env_len;
         memcpy(bytes->bytes, env, env_len);
         free(env);
-        op.op.publish.envelope = bytes;
-        rv = append_op(&ops, &op);
-        free(bytes);
-        if (rv != 0)
-            goto fail;
+        evbuscmd_Publish *ev = &events[p->n_ops];
+        ev->bus_id = bus->bus_id;
+        ev->partition = part;
+        ev->envelope = bytes;
         r->event_id = strdup(p->event_ids[i]);
         p->op_entry[p->n_ops++] = i;
     }
@@ -282,8 +311,24 @@ static void handle_put(api *a, net_conn *c, uint64_t id, const evbus_PutEventsRe
         put_reply(p, 0);
         put_ctx_free(p);
         util_buf_free(&ops);
+        free(events);
         return;
     }
+    /* One op for the whole request: the dedup table answers a retried (producer, sequence) with
+     * the results of its first attempt. One result slot per event. */
+    evbuscmd_Op op = evbuscmd_Op_init_zero;
+    op.which_op = evbuscmd_Op_publish_batch_tag;
+    op.op.publish_batch.producer_id = req->producer_id;
+    op.op.publish_batch.sequence = req->sequence;
+    op.op.publish_batch.events = events;
+    op.op.publish_batch.events_count = (pb_size_t)p->n_ops;
+    rv = append_op(&ops, &op);
+    for (size_t i = 0; i < p->n_ops; i++)
+        free(events[i].envelope);
+    free(events);
+    events = NULL;
+    if (rv != 0)
+        goto fail;
     rv = node_submit(a->node, ops.data, ops.len, p->n_ops, put_done, p);
     util_buf_free(&ops);
     if (rv != 0) {
@@ -292,6 +337,11 @@ static void handle_put(api *a, net_conn *c, uint64_t id, const evbus_PutEventsRe
     }
     return;
 fail:
+    if (events) {
+        for (size_t i = 0; i < p->n_ops; i++)
+            free(events[i].envelope);
+        free(events);
+    }
     util_buf_free(&ops);
     send_error(a, c, id, rv, NULL);
     put_ctx_free(p);
@@ -412,6 +462,8 @@ static void handle_create_bus(api *a, net_conn *c, uint64_t id, const evbus_Crea
         send_error(a, c, id, EVBUS_EINVAL, err);
         return;
     }
+    if (!check_writable(a, c, id))
+        return;
     if (fsm_bus_find(a->fsm, r->name) != NULL) {
         snprintf(err, sizeof(err), "bus '%s' already exists", r->name);
         send_error(a, c, id, EVBUS_EEXIST, err);
@@ -431,6 +483,8 @@ static void handle_delete_bus(api *a, net_conn *c, uint64_t id, const evbus_Dele
         send_error(a, c, id, EVBUS_EINVAL, err);
         return;
     }
+    if (!check_writable(a, c, id))
+        return;
     const fsm_bus *b = fsm_bus_find(a->fsm, r->name);
     if (b == NULL) {
         snprintf(err, sizeof(err), "bus '%s' does not exist", r->name);
@@ -493,6 +547,7 @@ typedef struct read_job {
     uint64_t id;
     uint32_t bus_id, partition;
     uint64_t from, end, first;
+    uint64_t part_end; /* the partition's next offset (end may stop at a backfill hole) */
     uint32_t max_events, max_bytes;
     evbus_LogEvent *events;
     size_t n_events;
@@ -582,7 +637,7 @@ static void read_after(uv_work_t *w, int status)
         f.body.read_log_reply.events_count = (pb_size_t)j->n_events;
         f.body.read_log_reply.next_offset = j->next;
         f.body.read_log_reply.first_offset = j->first;
-        f.body.read_log_reply.end_offset = j->end;
+        f.body.read_log_reply.end_offset = j->part_end;
         send_frame(j->a, j->c, &f);
     }
     for (size_t i = 0; i < j->n_events; i++)
@@ -592,9 +647,75 @@ static void read_after(uv_work_t *w, int status)
     free(j);
 }
 
+static void handle_read(api *a, net_conn *c, uint64_t id, const evbus_ReadLogRequest *r);
+
+static uint64_t applied_index(api *a)
+{
+    node_info self;
+    node_self_info(a->node, &self);
+    return self.applied_index;
+}
+
+static void wait_timer_cb(uv_timer_t *t)
+{
+    api *a = t->data;
+    uint64_t applied = applied_index(a);
+    uint64_t now = uv_now(a->loop);
+    read_wait **pp = &a->waits;
+    while (*pp) {
+        read_wait *w = *pp;
+        if (applied >= w->req.min_commit_index || now >= w->deadline_ms ||
+            net_conn_is_closed(w->c)) {
+            *pp = w->next;
+            if (net_conn_is_closed(w->c)) {
+                /* nobody to answer */
+            } else if (applied >= w->req.min_commit_index) {
+                w->req.min_commit_index = 0;
+                handle_read(a, w->c, w->id, &w->req);
+            } else {
+                char err[160];
+                snprintf(err, sizeof(err),
+                         "this node has applied index %llu, not yet %llu; retry or read another "
+                         "node",
+                         (unsigned long long)applied, (unsigned long long)w->req.min_commit_index);
+                send_error(a, w->c, w->id, EVBUS_ETIMEDOUT, err);
+            }
+            net_conn_unref(w->c);
+            free(w->req.bus);
+            free(w);
+        } else {
+            pp = &w->next;
+        }
+    }
+    if (a->waits == NULL)
+        uv_timer_stop(&a->wait_timer);
+}
+
 static void handle_read(api *a, net_conn *c, uint64_t id, const evbus_ReadLogRequest *r)
 {
     char err[400];
+    if (r->min_commit_index > 0 && applied_index(a) < r->min_commit_index) {
+        read_wait *w = calloc(1, sizeof(*w));
+        if (w == NULL || (w->req.bus = wire_strdup(r->bus ? r->bus : "")) == NULL) {
+            free(w);
+            send_error(a, c, id, EVBUS_ENOMEM, NULL);
+            return;
+        }
+        w->req.partition = r->partition;
+        w->req.from_offset = r->from_offset;
+        w->req.max_events = r->max_events;
+        w->req.max_bytes = r->max_bytes;
+        w->req.min_commit_index = r->min_commit_index;
+        w->c = c;
+        w->id = id;
+        w->deadline_ms = uv_now(a->loop) + a->cfg->read_wait_ms;
+        net_conn_ref(c);
+        w->next = a->waits;
+        a->waits = w;
+        if (!uv_is_active((uv_handle_t *)&a->wait_timer))
+            uv_timer_start(&a->wait_timer, wait_timer_cb, 2, 2);
+        return;
+    }
     if (fsm_validate_bus_name(r->bus, err, sizeof(err)) != 0) {
         send_error(a, c, id, EVBUS_EINVAL, err);
         return;
@@ -627,6 +748,20 @@ static void handle_read(api *a, net_conn *c, uint64_t id, const evbus_ReadLogReq
         send_error(a, c, id, EVBUS_ERANGE, err);
         return;
     }
+    /* A node that installed a snapshot lacks [hole_from, hole_to) until the backfill is done:
+     * serve up to the hole, refuse inside it (the client can read another node). */
+    uint64_t end = p->next_offset;
+    if (p->hole_to > p->hole_from && r->from_offset < p->hole_from && end > p->hole_from)
+        end = p->hole_from;
+    if (fsm_in_hole(p, r->from_offset, r->from_offset + 1)) {
+        snprintf(err, sizeof(err),
+                 "partition %u offsets %llu..%llu are still being backfilled on node %u; read "
+                 "another node",
+                 r->partition, (unsigned long long)p->hole_from, (unsigned long long)p->hole_to,
+                 a->cfg->node_id);
+        send_error(a, c, id, EVBUS_EBACKFILL, err);
+        return;
+    }
     read_job *j = calloc(1, sizeof(*j));
     if (j == NULL) {
         send_error(a, c, id, EVBUS_ENOMEM, NULL);
@@ -638,7 +773,8 @@ static void handle_read(api *a, net_conn *c, uint64_t id, const evbus_ReadLogReq
     j->bus_id = b->bus_id;
     j->partition = r->partition;
     j->from = r->from_offset;
-    j->end = p->next_offset;
+    j->end = end;
+    j->part_end = p->next_offset;
     j->first = p->first_offset;
     j->max_events = r->max_events ? r->max_events : READ_DEFAULT_EVENTS;
     if (j->max_events > 10000)
@@ -659,33 +795,364 @@ static void handle_read(api *a, net_conn *c, uint64_t id, const evbus_ReadLogReq
 
 /* ---------------------------------------------------------------- cluster */
 
-static void handle_cluster_status(api *a, net_conn *c, uint64_t id)
+static void fill_self_status(api *a, evbus_NodeStatus *ns)
 {
     node_info self;
     node_self_info(a->node, &self);
-    evbus_NodeStatus ns = evbus_NodeStatus_init_zero;
-    ns.node_id = self.id;
-    ns.raft_addr = (char *)self.raft_addr;
-    ns.client_addr = (char *)self.client_addr;
-    ns.role = (char *)self.role;
-    ns.voter = self.voter;
-    ns.leader = self.leader;
-    ns.applied_index = self.applied_index;
-    ns.commit_index = self.commit_index;
-    ns.term = self.term;
+    ns->node_id = self.id;
+    ns->raft_addr = (char *)self.raft_addr;
+    ns->client_addr = (char *)self.client_addr;
+    ns->role = (char *)self.role;
+    ns->voter = self.voter;
+    ns->leader = self.leader;
+    ns->applied_index = self.applied_index;
+    ns->commit_index = self.commit_index;
+    ns->term = self.term;
+    ns->catching_up = self.catching_up;
+}
+
+static void handle_node_status(api *a, net_conn *c, uint64_t id)
+{
     evbus_Frame f = evbus_Frame_init_zero;
     f.id = id;
+    f.which_body = evbus_Frame_node_status_reply_tag;
+    f.body.node_status_reply.has_node = true;
+    fill_self_status(a, &f.body.node_status_reply.node);
+    send_frame(a, c, &f);
+}
+
+#define MAX_MEMBERS 64
+#define STATUS_PEER_TIMEOUT_MS 1000u
+
+/* ClusterStatus: this node's view of the members, each member's own status asked over the
+ * client protocol on a worker (a member that does not answer is "unavailable"). */
+typedef struct status_job {
+    uv_work_t work;
+    api *a;
+    net_conn *c;
+    uint64_t id;
+    size_t n;
+    uint32_t self_id;
+    struct {
+        uint32_t id;
+        char raft_addr[256];
+        char client_addr[256];
+        int voter;
+        evbus_node_status *got; /* from the member, NULL when unreachable */
+    } m[MAX_MEMBERS];
+} status_job;
+
+static void status_work(uv_work_t *w)
+{
+    status_job *j = w->data;
+    for (size_t i = 0; i < j->n; i++) {
+        if (j->m[i].id == j->self_id || j->m[i].client_addr[0] == '\0')
+            continue;
+        int rv;
+        evbus_client *cl = peers_connect(j->m[i].client_addr, STATUS_PEER_TIMEOUT_MS, &rv);
+        if (cl == NULL)
+            continue;
+        if (evbus_node_status_get(cl, &j->m[i].got) != 0)
+            j->m[i].got = NULL;
+        evbus_client_destroy(cl);
+    }
+}
+
+static void status_after(uv_work_t *w, int status)
+{
+    (void)status;
+    status_job *j = w->data;
+    api *a = j->a;
+    evbus_NodeStatus ns[MAX_MEMBERS];
+    memset(ns, 0, sizeof(ns));
+    for (size_t i = 0; i < j->n; i++) {
+        evbus_NodeStatus *o = &ns[i];
+        if (j->m[i].id == j->self_id) {
+            fill_self_status(a, o);
+        } else if (j->m[i].got) {
+            evbus_node_status *g = j->m[i].got;
+            o->node_id = g->node_id;
+            o->role = g->role;
+            o->leader = g->leader;
+            o->applied_index = g->applied_index;
+            o->commit_index = g->commit_index;
+            o->catching_up = g->catching_up;
+            o->term = g->term;
+        } else {
+            o->node_id = j->m[i].id;
+            o->role = (char *)"unavailable";
+        }
+        /* Membership and addresses as the configuration says, whoever answered. */
+        o->raft_addr = j->m[i].raft_addr;
+        o->client_addr = j->m[i].client_addr;
+        o->voter = j->m[i].voter;
+        if (!j->m[i].voter && j->m[i].id != j->self_id)
+            o->catching_up = true;
+    }
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.id = j->id;
     f.which_body = evbus_Frame_cluster_status_reply_tag;
     evbus_ClusterStatusReply *r = &f.body.cluster_status_reply;
     uint32_t lid;
     const char *laddr;
     node_leader(a->node, &lid, &laddr);
+    node_info self;
+    node_self_info(a->node, &self);
     r->leader_id = lid;
     r->leader_addr = (char *)laddr;
     r->term = self.term;
-    r->nodes = &ns;
-    r->nodes_count = 1;
-    send_frame(a, c, &f);
+    r->nodes = ns;
+    r->nodes_count = (pb_size_t)j->n;
+    send_frame(a, j->c, &f);
+    for (size_t i = 0; i < j->n; i++)
+        evbus_node_status_free(j->m[i].got);
+    net_conn_unref(j->c);
+    a->jobs--;
+    free(j);
+}
+
+static void handle_cluster_status(api *a, net_conn *c, uint64_t id)
+{
+    status_job *j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        send_error(a, c, id, EVBUS_ENOMEM, NULL);
+        return;
+    }
+    j->a = a;
+    j->c = c;
+    j->id = id;
+    j->self_id = a->cfg->node_id;
+    node_member m[MAX_MEMBERS];
+    j->n = node_members(a->node, m, MAX_MEMBERS);
+    int self_listed = 0;
+    for (size_t i = 0; i < j->n; i++) {
+        j->m[i].id = m[i].id;
+        snprintf(j->m[i].raft_addr, sizeof(j->m[i].raft_addr), "%s", m[i].raft_addr);
+        snprintf(j->m[i].client_addr, sizeof(j->m[i].client_addr), "%s", m[i].client_addr);
+        j->m[i].voter = m[i].voter;
+        if (m[i].id == j->self_id)
+            self_listed = 1;
+    }
+    if (!self_listed && j->n < MAX_MEMBERS) {
+        /* A joining node is not in its own configuration yet. */
+        j->m[j->n].id = j->self_id;
+        snprintf(j->m[j->n].raft_addr, sizeof(j->m[j->n].raft_addr), "%s", a->cfg->raft_listen);
+        snprintf(j->m[j->n].client_addr, sizeof(j->m[j->n].client_addr), "%s", a->cfg->listen);
+        j->n++;
+    }
+    j->work.data = j;
+    net_conn_ref(c);
+    a->jobs++;
+    if (uv_queue_work(a->loop, &j->work, status_work, status_after) != 0) {
+        a->jobs--;
+        net_conn_unref(c);
+        free(j);
+        send_error(a, c, id, EVBUS_EINTERNAL, "cannot queue status request");
+    }
+}
+
+typedef struct change_ctx {
+    api *a;
+    net_conn *c;
+    uint64_t id;
+} change_ctx;
+
+static void change_done(void *data, int status, const char *msg)
+{
+    change_ctx *x = data;
+    if (status != 0) {
+        send_error(x->a, x->c, x->id, status, msg);
+    } else {
+        evbus_Frame f = evbus_Frame_init_zero;
+        f.id = x->id;
+        f.which_body = evbus_Frame_ok_tag;
+        node_info self;
+        node_self_info(x->a->node, &self);
+        f.body.ok.commit_index = self.commit_index;
+        send_frame(x->a, x->c, &f);
+    }
+    net_conn_unref(x->c);
+    free(x);
+}
+
+static void handle_membership(api *a, net_conn *c, uint64_t id, const evbus_Frame *f)
+{
+    if (!check_writable(a, c, id))
+        return;
+    char err[300];
+    change_ctx *x = calloc(1, sizeof(*x));
+    if (x == NULL) {
+        send_error(a, c, id, EVBUS_ENOMEM, NULL);
+        return;
+    }
+    x->a = a;
+    x->c = c;
+    x->id = id;
+    int rv;
+    err[0] = '\0';
+    if (f->which_body == evbus_Frame_add_node_tag) {
+        const evbus_AddNodeRequest *r = &f->body.add_node;
+        char host[256];
+        uint16_t port;
+        if (r->node_id == 0 || r->raft_addr == NULL || r->client_addr == NULL ||
+            util_parse_hostport(r->raft_addr, host, sizeof(host), &port) != 0 ||
+            util_parse_hostport(r->client_addr, host, sizeof(host), &port) != 0) {
+            snprintf(err, sizeof(err), "add-node needs an id >= 1 and two host:port addresses");
+            rv = EVBUS_EINVAL;
+        } else {
+            rv = node_add_member(a->node, r->node_id, r->raft_addr, r->client_addr, change_done,
+                                 x);
+            if (rv == EVBUS_EEXIST)
+                snprintf(err, sizeof(err), "node %u is already a member", r->node_id);
+        }
+    } else if (f->which_body == evbus_Frame_remove_node_tag) {
+        rv = node_remove_member(a->node, f->body.remove_node.node_id, change_done, x);
+        if (rv == EVBUS_ENOTFOUND)
+            snprintf(err, sizeof(err), "node %u is not a member", f->body.remove_node.node_id);
+    } else {
+        rv = node_transfer_leadership(a->node, f->body.transfer_leader.node_id, change_done, x);
+        if (rv == EVBUS_ENOTFOUND || rv == EVBUS_EINVAL)
+            snprintf(err, sizeof(err), "node %u is not a voter other than the leader",
+                     f->body.transfer_leader.node_id);
+    }
+    if (rv == EVBUS_EBUSY && err[0] == '\0')
+        snprintf(err, sizeof(err), "another membership change is in progress; retry");
+    if (rv != 0) {
+        free(x);
+        send_error(a, c, id, rv, err);
+        return;
+    }
+    net_conn_ref(c);
+}
+
+/* Checksum of a bus as stored here, computed on a worker. */
+typedef struct checksum_job {
+    uv_work_t work;
+    api *a;
+    net_conn *c;
+    uint64_t id;
+    uint32_t bus_id;
+    uint64_t applied;
+    size_t n;
+    evbus_PartitionChecksum *parts;
+    int code;
+    char err[256];
+} checksum_job;
+
+static void checksum_work(uv_work_t *w)
+{
+    checksum_job *j = w->data;
+    for (size_t p = 0; p < j->n && j->code == 0; p++) {
+        evbus_PartitionChecksum *pc = &j->parts[p];
+        uint8_t lo[KEYS_EVENT_LEN], hi[KEYS_EVENT_LEN];
+        keys_event(lo, j->bus_id, (uint32_t)p, pc->first_offset);
+        keys_event(hi, j->bus_id, (uint32_t)p, pc->next_offset);
+        store_iter *it = store_iter_new(j->a->db, lo, sizeof(lo), hi, sizeof(hi));
+        uint64_t h = 1469598103934665603ull;
+        uint64_t expect = pc->first_offset;
+        for (; it && store_iter_valid(it); store_iter_next(it)) {
+            size_t klen, vlen;
+            const uint8_t *k = store_iter_key(it, &klen);
+            const uint8_t *v = store_iter_value(it, &vlen);
+            uint32_t bid, part;
+            uint64_t off;
+            if (keys_event_parse(k, klen, &bid, &part, &off) != 0 || off != expect) {
+                j->code = EVBUS_EIO;
+                snprintf(j->err, sizeof(j->err), "partition %zu: offset %llu missing", p,
+                         (unsigned long long)expect);
+                break;
+            }
+            for (int b = 0; b < 8; b++) {
+                h ^= (uint8_t)(off >> (56 - 8 * b));
+                h *= 1099511628211ull;
+            }
+            for (size_t i = 0; i < vlen; i++) {
+                h ^= v[i];
+                h *= 1099511628211ull;
+            }
+            expect++;
+            pc->events++;
+        }
+        if (j->code == 0 && expect != pc->next_offset) {
+            j->code = EVBUS_EIO;
+            snprintf(j->err, sizeof(j->err), "partition %zu: offsets %llu..%llu missing", p,
+                     (unsigned long long)expect, (unsigned long long)pc->next_offset);
+        }
+        store_iter_free(it);
+        pc->checksum = h;
+    }
+}
+
+static void checksum_after(uv_work_t *w, int status)
+{
+    (void)status;
+    checksum_job *j = w->data;
+    if (j->code != 0) {
+        send_error(j->a, j->c, j->id, j->code, j->err);
+    } else {
+        evbus_Frame f = evbus_Frame_init_zero;
+        f.id = j->id;
+        f.which_body = evbus_Frame_checksum_reply_tag;
+        f.body.checksum_reply.node_id = j->a->cfg->node_id;
+        f.body.checksum_reply.applied_index = j->applied;
+        f.body.checksum_reply.partitions = j->parts;
+        f.body.checksum_reply.partitions_count = (pb_size_t)j->n;
+        send_frame(j->a, j->c, &f);
+    }
+    net_conn_unref(j->c);
+    j->a->jobs--;
+    free(j->parts);
+    free(j);
+}
+
+static void handle_checksum(api *a, net_conn *c, uint64_t id, const evbus_ChecksumRequest *r)
+{
+    char err[400];
+    if (fsm_validate_bus_name(r->bus, err, sizeof(err)) != 0) {
+        send_error(a, c, id, EVBUS_EINVAL, err);
+        return;
+    }
+    const fsm_bus *b = fsm_bus_find(a->fsm, r->bus);
+    if (b == NULL) {
+        snprintf(err, sizeof(err), "bus '%s' does not exist", r->bus);
+        send_error(a, c, id, EVBUS_ENOTFOUND, err);
+        return;
+    }
+    for (uint32_t p = 0; p < b->partitions; p++) {
+        if (b->parts[p].hole_to > b->parts[p].hole_from) {
+            snprintf(err, sizeof(err), "node %u is still backfilling partition %u",
+                     a->cfg->node_id, p);
+            send_error(a, c, id, EVBUS_EBACKFILL, err);
+            return;
+        }
+    }
+    checksum_job *j = calloc(1, sizeof(*j));
+    if (j == NULL || (j->parts = calloc(b->partitions, sizeof(*j->parts))) == NULL) {
+        free(j);
+        send_error(a, c, id, EVBUS_ENOMEM, NULL);
+        return;
+    }
+    j->a = a;
+    j->c = c;
+    j->id = id;
+    j->bus_id = b->bus_id;
+    j->n = b->partitions;
+    j->applied = a->fsm->applied_index;
+    for (uint32_t p = 0; p < b->partitions; p++) {
+        j->parts[p].partition = p;
+        j->parts[p].first_offset = b->parts[p].first_offset;
+        j->parts[p].next_offset = b->parts[p].next_offset;
+    }
+    j->work.data = j;
+    net_conn_ref(c);
+    a->jobs++;
+    if (uv_queue_work(a->loop, &j->work, checksum_work, checksum_after) != 0) {
+        a->jobs--;
+        net_conn_unref(c);
+        free(j->parts);
+        free(j);
+        send_error(a, c, id, EVBUS_EINTERNAL, "cannot queue checksum");
+    }
 }
 
 /* ------------------------------------------------------------------ frames */
@@ -760,6 +1227,17 @@ static void on_frame(void *arg, net_conn *c, const uint8_t *body, size_t len)
     case evbus_Frame_cluster_status_tag:
         handle_cluster_status(a, c, id);
         break;
+    case evbus_Frame_node_status_tag:
+        handle_node_status(a, c, id);
+        break;
+    case evbus_Frame_add_node_tag:
+    case evbus_Frame_remove_node_tag:
+    case evbus_Frame_transfer_leader_tag:
+        handle_membership(a, c, id, &f);
+        break;
+    case evbus_Frame_checksum_tag:
+        handle_checksum(a, c, id, &f.body.checksum);
+        break;
     case evbus_Frame_hello_tag:
         send_error(a, c, id, EVBUS_EPROTO, "Hello was already received on this connection");
         break;
@@ -795,6 +1273,13 @@ int api_start(uv_loop_t *loop, const config *cfg, fsm *f, node *n, store *db, ap
         free(a);
         return rv;
     }
+    uv_timer_init(loop, &a->wait_timer);
+    a->wait_timer.data = a;
+    if (backfill_create(loop, f, n, db, cfg->node_id, &a->backfill) == 0) {
+        f->on_holes = (void (*)(void *))backfill_kick;
+        f->holes_arg = a->backfill;
+        backfill_kick(a->backfill);
+    }
     *out = a;
     return 0;
 }
@@ -816,11 +1301,38 @@ static void net_closed(void *data)
     free(x);
 }
 
+static void wait_timer_closed(uv_handle_t *h)
+{
+    close_ctx *x = h->data;
+    net_server_close(x->a->net, net_closed, x);
+}
+
+static void backfill_closed(void *data)
+{
+    close_ctx *x = data;
+    x->a->fsm->on_holes = NULL;
+    x->a->wait_timer.data = x;
+    uv_close((uv_handle_t *)&x->a->wait_timer, wait_timer_closed);
+}
+
 void api_close(api *a, void (*cb)(void *data), void *data)
 {
     close_ctx *x = malloc(sizeof(*x));
     if (x == NULL)
         abort();
     *x = (close_ctx){a, cb, data};
-    net_server_close(a->net, net_closed, x);
+    /* Reads still waiting for an index are answered now: the node is going away. */
+    while (a->waits) {
+        read_wait *w = a->waits;
+        a->waits = w->next;
+        send_error(a, w->c, w->id, EVBUS_EUNAVAIL, "node is stopping");
+        net_conn_unref(w->c);
+        free(w->req.bus);
+        free(w);
+    }
+    uv_timer_stop(&a->wait_timer);
+    if (a->backfill)
+        backfill_close(a->backfill, backfill_closed, x);
+    else
+        backfill_closed(x);
 }

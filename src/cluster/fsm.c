@@ -109,6 +109,109 @@ static void clear_buses(fsm *f)
     f->n_buses = 0;
 }
 
+/* --------------------------------------------------------------- registry */
+
+const fsm_node *fsm_node_find(const fsm *f, uint32_t id)
+{
+    for (size_t i = 0; i < f->n_nodes; i++)
+        if (f->nodes[i].id == id)
+            return &f->nodes[i];
+    return NULL;
+}
+
+static void node_entry_free(fsm_node *n)
+{
+    free(n->raft_addr);
+    free(n->client_addr);
+}
+
+static void clear_nodes(fsm *f)
+{
+    for (size_t i = 0; i < f->n_nodes; i++)
+        node_entry_free(&f->nodes[i]);
+    f->n_nodes = 0;
+}
+
+static void oom(const char *what)
+{
+    LOG_ERRORF(MOD, "out of memory in the state machine, stopping", "what=%s", what);
+    exit(71);
+}
+
+/* Inserts or replaces; the strings are copied. */
+static void node_upsert(fsm *f, uint32_t id, const char *raft_addr, const char *client_addr)
+{
+    fsm_node *n = (fsm_node *)fsm_node_find(f, id);
+    if (n == NULL) {
+        if (f->n_nodes == f->cap_nodes) {
+            size_t cap = f->cap_nodes ? f->cap_nodes * 2 : 8;
+            fsm_node *nn = realloc(f->nodes, cap * sizeof(*nn));
+            if (nn == NULL)
+                oom("nodes");
+            f->nodes = nn;
+            f->cap_nodes = cap;
+        }
+        n = &f->nodes[f->n_nodes++];
+        n->id = id;
+    } else {
+        node_entry_free(n);
+    }
+    n->raft_addr = strdup(raft_addr ? raft_addr : "");
+    n->client_addr = strdup(client_addr ? client_addr : "");
+    if (n->raft_addr == NULL || n->client_addr == NULL)
+        oom("nodes");
+}
+
+static void node_delete(fsm *f, uint32_t id)
+{
+    for (size_t i = 0; i < f->n_nodes; i++) {
+        if (f->nodes[i].id == id) {
+            node_entry_free(&f->nodes[i]);
+            f->nodes[i] = f->nodes[--f->n_nodes];
+            return;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- producers */
+
+static void seq_free(fsm_seq *q)
+{
+    free(q->parts);
+    free(q->offs);
+    free(q->codes);
+    memset(q, 0, sizeof(*q));
+}
+
+static void producer_free(fsm_producer *p)
+{
+    for (uint32_t i = 0; i < p->n_recent; i++)
+        seq_free(&p->recent[i]);
+    free(p->recent);
+    memset(p, 0, sizeof(*p));
+}
+
+static void clear_producers(fsm *f)
+{
+    for (size_t i = 0; i < f->n_producers; i++)
+        producer_free(&f->producers[i]);
+    f->n_producers = 0;
+}
+
+static fsm_producer *producer_find(fsm *f, uint64_t id)
+{
+    for (size_t i = 0; i < f->n_producers; i++)
+        if (f->producers[i].id == id)
+            return &f->producers[i];
+    return NULL;
+}
+
+static void producer_key(uint8_t key[9], uint64_t id)
+{
+    key[0] = 'D';
+    util_put_be64(key + 1, id);
+}
+
 /* ------------------------------------------------------- persisted metadata */
 
 static void put_bus_meta(fsm *f, const fsm_bus *b)
@@ -146,6 +249,137 @@ static void put_u64(fsm *f, const char *key, uint64_t v)
     uint8_t val[8];
     util_put_be64(val, v);
     store_batch_put(f->batch, key, strlen(key), val, sizeof(val));
+}
+
+static void put_node_meta(fsm *f, const fsm_node *n)
+{
+    evbuscmd_NodeMeta m = evbuscmd_NodeMeta_init_zero;
+    m.node_id = n->id;
+    m.raft_addr = n->raft_addr;
+    m.client_addr = n->client_addr;
+    uint8_t *val;
+    size_t vlen;
+    if (wire_encode_body(evbuscmd_NodeMeta_fields, &m, &val, &vlen) != 0)
+        oom("node meta");
+    uint8_t key[5] = {'N'};
+    util_put_be32(key + 1, n->id);
+    store_batch_put(f->batch, key, sizeof(key), val, vlen);
+    free(val);
+}
+
+static void del_node_meta(fsm *f, uint32_t id)
+{
+    uint8_t key[5] = {'N'};
+    util_put_be32(key + 1, id);
+    store_batch_delete(f->batch, key, sizeof(key));
+}
+
+/* Fills m from p; the arrays point into p (borrowed) except m->recent, which the caller frees. */
+static int producer_to_meta(const fsm_producer *p, evbuscmd_ProducerMeta *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->producer_id = p->id;
+    m->last_time_ms = p->last_time_ms;
+    m->recent = calloc(p->n_recent ? p->n_recent : 1, sizeof(*m->recent));
+    if (m->recent == NULL)
+        return EVBUS_ENOMEM;
+    m->recent_count = (pb_size_t)p->n_recent;
+    for (uint32_t i = 0; i < p->n_recent; i++) {
+        evbuscmd_SeqResult *r = &m->recent[i];
+        r->sequence = p->recent[i].seq;
+        r->partitions = p->recent[i].parts;
+        r->partitions_count = (pb_size_t)p->recent[i].n;
+        r->offsets = p->recent[i].offs;
+        r->offsets_count = (pb_size_t)p->recent[i].n;
+        r->codes = p->recent[i].codes;
+        r->codes_count = (pb_size_t)p->recent[i].n;
+    }
+    return 0;
+}
+
+static void put_producer_meta(fsm *f, const fsm_producer *p)
+{
+    evbuscmd_ProducerMeta m;
+    uint8_t *val;
+    size_t vlen;
+    if (producer_to_meta(p, &m) != 0 ||
+        wire_encode_body(evbuscmd_ProducerMeta_fields, &m, &val, &vlen) != 0)
+        oom("producer meta");
+    free(m.recent);
+    uint8_t key[9];
+    producer_key(key, p->id);
+    store_batch_put(f->batch, key, sizeof(key), val, vlen);
+    free(val);
+}
+
+/* Takes a decoded ProducerMeta into the table (copying). */
+static int producer_from_meta(fsm *f, const evbuscmd_ProducerMeta *m)
+{
+    if (f->n_producers == f->cap_producers) {
+        size_t cap = f->cap_producers ? f->cap_producers * 2 : 64;
+        fsm_producer *np = realloc(f->producers, cap * sizeof(*np));
+        if (np == NULL)
+            return EVBUS_ENOMEM;
+        f->producers = np;
+        f->cap_producers = cap;
+    }
+    fsm_producer *p = &f->producers[f->n_producers++];
+    memset(p, 0, sizeof(*p));
+    p->id = m->producer_id;
+    p->last_time_ms = m->last_time_ms;
+    p->recent = calloc(m->recent_count ? m->recent_count : 1, sizeof(*p->recent));
+    if (p->recent == NULL)
+        return EVBUS_ENOMEM;
+    for (pb_size_t i = 0; i < m->recent_count; i++) {
+        const evbuscmd_SeqResult *r = &m->recent[i];
+        fsm_seq *q = &p->recent[p->n_recent++];
+        uint32_t n = r->partitions_count;
+        if (r->offsets_count != n || r->codes_count != n)
+            return EVBUS_EPROTO;
+        q->seq = r->sequence;
+        q->n = n;
+        q->parts = malloc((n ? n : 1) * sizeof(*q->parts));
+        q->offs = malloc((n ? n : 1) * sizeof(*q->offs));
+        q->codes = malloc((n ? n : 1) * sizeof(*q->codes));
+        if (q->parts == NULL || q->offs == NULL || q->codes == NULL)
+            return EVBUS_ENOMEM;
+        if (n) {
+            memcpy(q->parts, r->partitions, n * sizeof(*q->parts));
+            memcpy(q->offs, r->offsets, n * sizeof(*q->offs));
+            memcpy(q->codes, r->codes, n * sizeof(*q->codes));
+        }
+    }
+    return 0;
+}
+
+static void put_params(fsm *f)
+{
+    evbuscmd_SetParams m = evbuscmd_SetParams_init_zero;
+    m.dedup_window = f->params.dedup_window;
+    m.dedup_max_producers = f->params.dedup_max_producers;
+    m.dedup_ttl_ms = f->params.dedup_ttl_ms;
+    uint8_t *val;
+    size_t vlen;
+    if (wire_encode_body(evbuscmd_SetParams_fields, &m, &val, &vlen) != 0)
+        oom("params");
+    store_batch_put(f->batch, "Mparams", 7, val, vlen);
+    free(val);
+}
+
+static void hole_key(uint8_t key[9], uint32_t bus_id, uint32_t partition)
+{
+    key[0] = 'H';
+    util_put_be32(key + 1, bus_id);
+    util_put_be32(key + 5, partition);
+}
+
+static void put_hole(fsm *f, const fsm_bus *b, uint32_t p)
+{
+    uint8_t key[9], val[16];
+    hole_key(key, b->bus_id, p);
+    util_put_be64(val, b->parts[p].hole_from);
+    util_put_be64(val + 8, b->parts[p].hole_to);
+    store_batch_put(f->batch, key, sizeof(key), val, sizeof(val));
 }
 
 static int get_u64(fsm *f, const char *key, uint64_t *out)
@@ -216,6 +450,94 @@ static int load_buses(fsm *f, char *err, size_t err_len)
     return rv;
 }
 
+/* Calls fn for every key with the one-byte prefix `prefix`. Stops at the first error. */
+static int scan_prefix(fsm *f, uint8_t prefix,
+                       int (*fn)(fsm *f, const uint8_t *k, size_t klen, const uint8_t *v,
+                                 size_t vlen, char *err, size_t err_len),
+                       char *err, size_t err_len)
+{
+    uint8_t hi = (uint8_t)(prefix + 1);
+    store_iter *it = store_iter_new(f->db, &prefix, 1, &hi, 1);
+    if (it == NULL)
+        return EVBUS_ENOMEM;
+    int rv = 0;
+    for (; rv == 0 && store_iter_valid(it); store_iter_next(it)) {
+        size_t klen, vlen;
+        const uint8_t *k = store_iter_key(it, &klen);
+        const uint8_t *v = store_iter_value(it, &vlen);
+        rv = fn(f, k, klen, v, vlen, err, err_len);
+    }
+    if (rv == 0)
+        rv = store_iter_status(it, err, err_len);
+    store_iter_free(it);
+    return rv;
+}
+
+static int load_node(fsm *f, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen,
+                     char *err, size_t err_len)
+{
+    (void)k;
+    (void)klen;
+    evbuscmd_NodeMeta m = evbuscmd_NodeMeta_init_zero;
+    int rv = wire_decode(evbuscmd_NodeMeta_fields, v, vlen, &m, err, err_len);
+    if (rv != 0)
+        return rv;
+    node_upsert(f, m.node_id, m.raft_addr, m.client_addr);
+    wire_release(evbuscmd_NodeMeta_fields, &m);
+    return 0;
+}
+
+static int load_producer(fsm *f, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen,
+                         char *err, size_t err_len)
+{
+    (void)k;
+    (void)klen;
+    evbuscmd_ProducerMeta m = evbuscmd_ProducerMeta_init_zero;
+    int rv = wire_decode(evbuscmd_ProducerMeta_fields, v, vlen, &m, err, err_len);
+    if (rv != 0)
+        return rv;
+    rv = producer_from_meta(f, &m);
+    wire_release(evbuscmd_ProducerMeta_fields, &m);
+    if (rv != 0)
+        snprintf(err, err_len, "corrupt producer record");
+    return rv;
+}
+
+static int load_hole(fsm *f, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen,
+                     char *err, size_t err_len)
+{
+    (void)err;
+    (void)err_len;
+    if (klen != 9 || vlen != 16)
+        return 0;
+    fsm_bus *b = (fsm_bus *)fsm_bus_by_id(f, util_get_be32(k + 1));
+    uint32_t p = util_get_be32(k + 5);
+    if (b == NULL || p >= b->partitions)
+        return 0;
+    b->parts[p].hole_from = util_get_be64(v);
+    b->parts[p].hole_to = util_get_be64(v + 8);
+    if (b->parts[p].hole_to > b->parts[p].hole_from)
+        f->n_holes++;
+    return 0;
+}
+
+static void params_defaults(fsm_params *p)
+{
+    p->dedup_window = FSM_DEFAULT_DEDUP_WINDOW;
+    p->dedup_max_producers = FSM_DEFAULT_DEDUP_MAX_PRODUCERS;
+    p->dedup_ttl_ms = FSM_DEFAULT_DEDUP_TTL_MS;
+}
+
+static void params_from(fsm_params *p, const evbuscmd_SetParams *m)
+{
+    if (m->dedup_window >= 1 && m->dedup_window <= 1024)
+        p->dedup_window = m->dedup_window;
+    if (m->dedup_max_producers >= 1)
+        p->dedup_max_producers = m->dedup_max_producers;
+    if (m->dedup_ttl_ms >= 1000)
+        p->dedup_ttl_ms = m->dedup_ttl_ms;
+}
+
 int fsm_init(fsm *f, store *db, char *err, size_t err_len)
 {
     memset(f, 0, sizeof(*f));
@@ -231,10 +553,23 @@ int fsm_init(fsm *f, store *db, char *err, size_t err_len)
         return rv;
     }
     f->next_bus_id = next_bus_id ? (uint32_t)next_bus_id : 1;
-    if ((rv = load_buses(f, err, err_len)) != 0)
+    params_defaults(&f->params);
+    char *pv;
+    size_t plen;
+    if (store_get(db, "Mparams", 7, &pv, &plen) == 0) {
+        evbuscmd_SetParams m = evbuscmd_SetParams_init_zero;
+        if (wire_decode(evbuscmd_SetParams_fields, (uint8_t *)pv, plen, &m, err, err_len) == 0)
+            params_from(&f->params, &m);
+        free(pv);
+    }
+    if ((rv = load_buses(f, err, err_len)) != 0 ||
+        (rv = scan_prefix(f, 'N', load_node, err, err_len)) != 0 ||
+        (rv = scan_prefix(f, 'D', load_producer, err, err_len)) != 0 ||
+        (rv = scan_prefix(f, 'H', load_hole, err, err_len)) != 0)
         return rv;
-    LOG_INFOF(MOD, "state loaded", "applied_index=%llu buses=%zu",
-              (unsigned long long)f->applied_index, f->n_buses);
+    LOG_INFOF(MOD, "state loaded", "applied_index=%llu buses=%zu nodes=%zu producers=%zu holes=%zu",
+              (unsigned long long)f->applied_index, f->n_buses, f->n_nodes, f->n_producers,
+              f->n_holes);
     return 0;
 }
 
@@ -243,6 +578,12 @@ void fsm_close(fsm *f)
     clear_buses(f);
     free(f->buses);
     f->buses = NULL;
+    clear_nodes(f);
+    free(f->nodes);
+    f->nodes = NULL;
+    clear_producers(f);
+    free(f->producers);
+    f->producers = NULL;
     store_batch_free(f->batch);
     f->batch = NULL;
     for (size_t i = 0; i < FSM_RESULT_RING; i++)
@@ -311,6 +652,13 @@ static void apply_delete_bus(fsm *f, const evbuscmd_DeleteBus *d, fsm_op_result 
     keys_partition(plo, b->bus_id, 0);
     keys_partition(phi, b->bus_id + 1, 0);
     store_batch_delete_range(f->batch, plo, sizeof(plo), phi, sizeof(phi));
+    uint8_t hlo[9], hhi[9];
+    hole_key(hlo, b->bus_id, 0);
+    hole_key(hhi, b->bus_id + 1, 0);
+    store_batch_delete_range(f->batch, hlo, sizeof(hlo), hhi, sizeof(hhi));
+    for (uint32_t p = 0; p < b->partitions; p++)
+        if (b->parts[p].hole_to > b->parts[p].hole_from)
+            f->n_holes--;
     uint8_t key[1 + 256];
     size_t klen = keys_bus(key, b->name, strlen(b->name));
     store_batch_delete(f->batch, key, klen);
@@ -355,6 +703,121 @@ static void apply_publish(fsm *f, const evbuscmd_Publish *p, fsm_op_result *res,
         *cap_dirty = cap;
     }
     (*dirty)[(*n_dirty)++] = (dirty_part){b, p->partition};
+}
+
+/* Remembers the results of (producer, seq); evicts what the window and table size exclude. */
+static void producer_remember(fsm *f, uint64_t producer_id, uint64_t seq, uint64_t index,
+                              uint64_t time_ms, const fsm_op_result *res, uint32_t n)
+{
+    fsm_producer *p = producer_find(f, producer_id);
+    if (p == NULL) {
+        if (f->n_producers >= f->params.dedup_max_producers) {
+            /* Full: forget the producer whose last batch is oldest in the log (deterministic). */
+            size_t victim = 0;
+            for (size_t i = 1; i < f->n_producers; i++)
+                if (f->producers[i].last_index < f->producers[victim].last_index)
+                    victim = i;
+            uint8_t key[9];
+            producer_key(key, f->producers[victim].id);
+            store_batch_delete(f->batch, key, sizeof(key));
+            producer_free(&f->producers[victim]);
+            f->producers[victim] = f->producers[--f->n_producers];
+        }
+        if (f->n_producers == f->cap_producers) {
+            size_t cap = f->cap_producers ? f->cap_producers * 2 : 64;
+            fsm_producer *np = realloc(f->producers, cap * sizeof(*np));
+            if (np == NULL)
+                oom("producers");
+            f->producers = np;
+            f->cap_producers = cap;
+        }
+        p = &f->producers[f->n_producers++];
+        memset(p, 0, sizeof(*p));
+        p->id = producer_id;
+    }
+    uint32_t window = f->params.dedup_window;
+    while (p->n_recent >= window) {
+        seq_free(&p->recent[0]);
+        memmove(&p->recent[0], &p->recent[1], (p->n_recent - 1) * sizeof(p->recent[0]));
+        p->n_recent--;
+    }
+    fsm_seq *nr = realloc(p->recent, (p->n_recent + 1) * sizeof(*nr));
+    if (nr == NULL)
+        oom("producer window");
+    p->recent = nr;
+    fsm_seq *q = &p->recent[p->n_recent++];
+    q->seq = seq;
+    q->n = n;
+    q->parts = malloc((n ? n : 1) * sizeof(*q->parts));
+    q->offs = malloc((n ? n : 1) * sizeof(*q->offs));
+    q->codes = malloc((n ? n : 1) * sizeof(*q->codes));
+    if (q->parts == NULL || q->offs == NULL || q->codes == NULL)
+        oom("producer window");
+    for (uint32_t i = 0; i < n; i++) {
+        q->parts[i] = res[i].partition;
+        q->offs[i] = res[i].offset;
+        q->codes[i] = res[i].code;
+    }
+    p->last_index = index;
+    p->last_time_ms = time_ms;
+    put_producer_meta(f, p);
+}
+
+/* Forgets producers idle longer than the TTL, by leader-stamped time (deterministic). */
+static void producers_expire(fsm *f, uint64_t time_ms)
+{
+    for (size_t i = 0; i < f->n_producers;) {
+        fsm_producer *p = &f->producers[i];
+        if (p->last_time_ms + f->params.dedup_ttl_ms < time_ms) {
+            uint8_t key[9];
+            producer_key(key, p->id);
+            store_batch_delete(f->batch, key, sizeof(key));
+            producer_free(p);
+            f->producers[i] = f->producers[--f->n_producers];
+        } else {
+            i++;
+        }
+    }
+}
+
+static void apply_publish_batch(fsm *f, const evbuscmd_PublishBatch *pb, fsm_entry_result *r,
+                                uint64_t index, uint64_t time_ms, dirty_part **dirty,
+                                size_t *n_dirty, size_t *cap_dirty)
+{
+    size_t first = r->n_ops;
+    fsm_producer *p = pb->producer_id ? producer_find(f, pb->producer_id) : NULL;
+    if (p != NULL) {
+        for (uint32_t i = 0; i < p->n_recent; i++) {
+            const fsm_seq *q = &p->recent[i];
+            if (q->seq != pb->sequence)
+                continue;
+            /* A retry: answer what the first attempt got, store nothing. */
+            for (pb_size_t e = 0; e < pb->events_count; e++) {
+                fsm_op_result *res = result_push(r);
+                if (e < q->n) {
+                    res->code = q->codes[e];
+                    res->partition = q->parts[e];
+                    res->offset = q->offs[e];
+                } else {
+                    res->code = EVBUS_EINVAL;
+                }
+            }
+            return;
+        }
+        if (p->n_recent >= f->params.dedup_window && p->n_recent > 0 &&
+            pb->sequence < p->recent[0].seq) {
+            for (pb_size_t e = 0; e < pb->events_count; e++)
+                result_push(r)->code = EVBUS_ESEQUENCE;
+            return;
+        }
+    }
+    for (pb_size_t e = 0; e < pb->events_count; e++) {
+        fsm_op_result *res = result_push(r);
+        apply_publish(f, &pb->events[e], res, dirty, n_dirty, cap_dirty);
+    }
+    if (pb->producer_id)
+        producer_remember(f, pb->producer_id, pb->sequence, index, time_ms, r->ops + first,
+                          (uint32_t)(r->n_ops - first));
 }
 
 static void write_batch_or_die(fsm *f, uint64_t index)
@@ -426,6 +889,34 @@ int fsm_apply(fsm *f, const uint8_t *buf, size_t len, const fsm_entry_result **r
         case evbuscmd_Op_publish_tag:
             apply_publish(f, &op->op.publish, res, &dirty, &n_dirty, &cap_dirty);
             break;
+        case evbuscmd_Op_publish_batch_tag:
+            /* One result slot per event, not per op. */
+            r->n_ops--;
+            apply_publish_batch(f, &op->op.publish_batch, r, index, cmd.time_ms, &dirty,
+                                &n_dirty, &cap_dirty);
+            break;
+        case evbuscmd_Op_put_node_tag: {
+            const evbuscmd_PutNode *pn = &op->op.put_node;
+            if (pn->node_id == 0) {
+                res->code = EVBUS_EINVAL;
+                break;
+            }
+            node_upsert(f, pn->node_id, pn->raft_addr, pn->client_addr);
+            put_node_meta(f, fsm_node_find(f, pn->node_id));
+            break;
+        }
+        case evbuscmd_Op_remove_node_tag:
+            if (fsm_node_find(f, op->op.remove_node.node_id) == NULL) {
+                res->code = EVBUS_ENOTFOUND;
+                break;
+            }
+            node_delete(f, op->op.remove_node.node_id);
+            del_node_meta(f, op->op.remove_node.node_id);
+            break;
+        case evbuscmd_Op_set_params_tag:
+            params_from(&f->params, &op->op.set_params);
+            put_params(f);
+            break;
         default:
             res->code = EVBUS_EUNKNOWN_MSG;
             break;
@@ -434,6 +925,8 @@ int fsm_apply(fsm *f, const uint8_t *buf, size_t len, const fsm_entry_result **r
     for (size_t d = 0; d < n_dirty; d++)
         put_partition_meta(f, dirty[d].bus, dirty[d].partition);
     free(dirty);
+    if (f->n_producers > 0)
+        producers_expire(f, cmd.time_ms);
     wire_release(evbuscmd_Command_fields, &cmd);
     write_batch_or_die(f, index);
     return 0;
@@ -477,6 +970,26 @@ int fsm_snapshot(fsm *f, uint8_t **out, size_t *out_len)
             pm->next_offset = b->parts[p].next_offset;
         }
     }
+    s.nodes = calloc(f->n_nodes ? f->n_nodes : 1, sizeof(*s.nodes));
+    s.producers = calloc(f->n_producers ? f->n_producers : 1, sizeof(*s.producers));
+    rv = EVBUS_ENOMEM;
+    if (s.nodes == NULL || s.producers == NULL)
+        goto out;
+    for (size_t i = 0; i < f->n_nodes; i++) {
+        evbuscmd_NodeMeta *m = &s.nodes[s.nodes_count++];
+        m->node_id = f->nodes[i].id;
+        m->raft_addr = f->nodes[i].raft_addr;
+        m->client_addr = f->nodes[i].client_addr;
+    }
+    for (size_t i = 0; i < f->n_producers; i++) {
+        if (producer_to_meta(&f->producers[i], &s.producers[s.producers_count]) != 0)
+            goto out;
+        s.producers_count++;
+    }
+    s.has_params = true;
+    s.params.dedup_window = f->params.dedup_window;
+    s.params.dedup_max_producers = f->params.dedup_max_producers;
+    s.params.dedup_ttl_ms = f->params.dedup_ttl_ms;
     if ((rv = wire_encode_body(evbuscmd_Snapshot_fields, &s, out, out_len)) != 0)
         goto out;
     /* Raft may drop log entries up to this snapshot: RocksDB must hold them durably first. */
@@ -485,6 +998,10 @@ int fsm_snapshot(fsm *f, uint8_t **out, size_t *out_len)
         *out = NULL;
     }
 out:
+    for (pb_size_t i = 0; i < s.producers_count; i++)
+        free(s.producers[i].recent);
+    free(s.producers);
+    free(s.nodes);
     free(s.buses);
     free(s.partitions);
     return rv;
@@ -507,23 +1024,38 @@ int fsm_restore(fsm *f, const uint8_t *buf, size_t len)
         wire_release(evbuscmd_Snapshot_fields, &s);
         return 0;
     }
-    /* Installed from a leader: adopt its metadata. Event bodies in the gap are fetched by the
-     * backfill of the cluster issue (#3); until then reads in the gap find nothing. */
+    /* Installed from a leader: adopt its metadata. Events this node lacks below the snapshot's
+     * offsets become holes that the backfill fetches from a peer (cluster/backfill). */
     LOG_WARNF(MOD, "installing snapshot newer than local state", "snapshot_index=%llu applied=%llu",
               (unsigned long long)s.applied_index, (unsigned long long)f->applied_index);
-    for (size_t i = 0; i < f->n_buses; i++) {
-        uint8_t key[1 + 256];
-        size_t klen = keys_bus(key, f->buses[i]->name, strlen(f->buses[i]->name));
-        store_batch_delete(f->batch, key, klen);
+    /* Buses that no longer exist: drop them and their events. */
+    for (size_t i = 0; i < f->n_buses;) {
+        fsm_bus *b = f->buses[i];
+        int keep = 0;
+        for (pb_size_t j = 0; j < s.buses_count; j++)
+            if (s.buses[j].bus_id == b->bus_id && s.buses[j].name &&
+                strcmp(s.buses[j].name, b->name) == 0)
+                keep = 1;
+        if (keep) {
+            i++;
+            continue;
+        }
+        evbuscmd_DeleteBus d = {.name = b->name, .bus_id = b->bus_id};
+        fsm_op_result ignored;
+        apply_delete_bus(f, &d, &ignored);
     }
-    clear_buses(f);
     rv = 0;
     for (pb_size_t i = 0; i < s.buses_count && rv == 0; i++) {
         const evbuscmd_BusMeta *m = &s.buses[i];
-        fsm_bus *b;
-        if (m->name == NULL || m->partitions == 0 || m->partitions > FSM_MAX_PARTITIONS ||
-            (b = bus_new(m->name, m->bus_id, m->partitions)) == NULL) {
+        if (m->name == NULL || m->partitions == 0 || m->partitions > FSM_MAX_PARTITIONS) {
             rv = EVBUS_EPROTO;
+            break;
+        }
+        if (fsm_bus_by_id(f, m->bus_id) != NULL)
+            continue;
+        fsm_bus *b = bus_new(m->name, m->bus_id, m->partitions);
+        if (b == NULL) {
+            rv = EVBUS_ENOMEM;
             break;
         }
         b->created_index = m->created_index;
@@ -538,8 +1070,40 @@ int fsm_restore(fsm *f, const uint8_t *buf, size_t len)
         fsm_bus *b = (fsm_bus *)fsm_bus_by_id(f, pm->bus_id);
         if (b == NULL || pm->partition >= b->partitions)
             continue;
-        b->parts[pm->partition].first_offset = pm->first_offset;
-        b->parts[pm->partition].next_offset = pm->next_offset;
+        fsm_partition *part = &b->parts[pm->partition];
+        uint64_t have = part->hole_to > part->hole_from ? part->hole_from : part->next_offset;
+        if (have < pm->first_offset)
+            have = pm->first_offset;
+        int had_hole = part->hole_to > part->hole_from;
+        part->first_offset = pm->first_offset;
+        part->next_offset = pm->next_offset;
+        if (have < pm->next_offset) {
+            part->hole_from = have;
+            part->hole_to = pm->next_offset;
+            if (!had_hole)
+                f->n_holes++;
+            put_hole(f, b, pm->partition);
+        }
+    }
+    if (rv == 0) {
+        clear_nodes(f);
+        for (pb_size_t i = 0; i < s.nodes_count; i++)
+            node_upsert(f, s.nodes[i].node_id, s.nodes[i].raft_addr, s.nodes[i].client_addr);
+        uint8_t nlo = 'N', nhi = 'O';
+        store_batch_delete_range(f->batch, &nlo, 1, &nhi, 1);
+        for (size_t i = 0; i < f->n_nodes; i++)
+            put_node_meta(f, &f->nodes[i]);
+        clear_producers(f);
+        uint8_t dlo = 'D', dhi = 'E';
+        store_batch_delete_range(f->batch, &dlo, 1, &dhi, 1);
+        for (pb_size_t i = 0; i < s.producers_count && rv == 0; i++) {
+            rv = producer_from_meta(f, &s.producers[i]);
+            if (rv == 0)
+                put_producer_meta(f, &f->producers[f->n_producers - 1]);
+        }
+        if (s.has_params)
+            params_from(&f->params, &s.params);
+        put_params(f);
     }
     if (rv == 0) {
         for (size_t i = 0; i < f->n_buses; i++) {
@@ -550,7 +1114,61 @@ int fsm_restore(fsm *f, const uint8_t *buf, size_t len)
         f->next_bus_id = s.next_bus_id;
         put_u64(f, KEYS_META_NEXT_BUS_ID, f->next_bus_id);
         write_batch_or_die(f, s.applied_index);
+        if (f->n_holes > 0 && f->on_holes)
+            f->on_holes(f->holes_arg);
     }
     wire_release(evbuscmd_Snapshot_fields, &s);
     return rv;
+}
+
+/* ------------------------------------------------------------------- holes */
+
+int fsm_first_hole(const fsm *f, uint32_t *bus_id, uint32_t *partition, uint64_t *from,
+                   uint64_t *to)
+{
+    for (size_t i = 0; i < f->n_buses; i++) {
+        const fsm_bus *b = f->buses[i];
+        for (uint32_t p = 0; p < b->partitions; p++) {
+            if (b->parts[p].hole_to > b->parts[p].hole_from) {
+                *bus_id = b->bus_id;
+                *partition = p;
+                *from = b->parts[p].hole_from;
+                *to = b->parts[p].hole_to;
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+void fsm_hole_filled(fsm *f, uint32_t bus_id, uint32_t partition, uint64_t to)
+{
+    fsm_bus *b = (fsm_bus *)fsm_bus_by_id(f, bus_id);
+    if (b == NULL || partition >= b->partitions)
+        return;
+    fsm_partition *p = &b->parts[partition];
+    if (p->hole_to <= p->hole_from || to <= p->hole_from)
+        return;
+    if (to >= p->hole_to) {
+        p->hole_from = p->hole_to = 0;
+        f->n_holes--;
+        uint8_t key[9];
+        hole_key(key, bus_id, partition);
+        store_batch_delete(f->batch, key, sizeof(key));
+    } else {
+        p->hole_from = to;
+        put_hole(f, b, partition);
+    }
+    char err[256];
+    /* Local bookkeeping, not a Raft entry: written on its own, without the applied index. */
+    if (store_write(f->db, f->batch, err, sizeof(err)) != 0) {
+        LOG_ERRORF(MOD, "cannot record backfill progress, stopping", "err=\"%s\"", err);
+        exit(74);
+    }
+    store_batch_clear(f->batch);
+}
+
+int fsm_in_hole(const fsm_partition *p, uint64_t from, uint64_t to)
+{
+    return p->hole_to > p->hole_from && from < p->hole_to && to > p->hole_from;
 }

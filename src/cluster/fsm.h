@@ -33,7 +33,46 @@
 typedef struct fsm_partition {
     uint64_t first_offset;
     uint64_t next_offset;
+    /* Events [hole_from, hole_to) are missing locally: this node installed a snapshot from the
+     * leader and backfills them from a peer (local state, not replicated). hole_to 0: none. */
+    uint64_t hole_from;
+    uint64_t hole_to;
 } fsm_partition;
+
+/* Node registry entry: Raft members' client addresses. */
+typedef struct fsm_node {
+    uint32_t id;
+    char *raft_addr;
+    char *client_addr;
+} fsm_node;
+
+/* Results of one remembered (producer, sequence). */
+typedef struct fsm_seq {
+    uint64_t seq;
+    uint32_t n;
+    uint32_t *parts;
+    uint64_t *offs;
+    int32_t *codes;
+} fsm_seq;
+
+/* Idempotent-publish state of one producer. recent[] is oldest first. */
+typedef struct fsm_producer {
+    uint64_t id;
+    uint64_t last_time_ms; /* leader-stamped time of its last batch */
+    uint64_t last_index;   /* Raft index of its last batch (eviction order) */
+    fsm_seq *recent;
+    uint32_t n_recent;
+} fsm_producer;
+
+typedef struct fsm_params {
+    uint32_t dedup_window;
+    uint32_t dedup_max_producers;
+    uint64_t dedup_ttl_ms;
+} fsm_params;
+
+#define FSM_DEFAULT_DEDUP_WINDOW 16u
+#define FSM_DEFAULT_DEDUP_MAX_PRODUCERS 4096u
+#define FSM_DEFAULT_DEDUP_TTL_MS (15u * 60u * 1000u)
 
 typedef struct fsm_bus {
     char *name;
@@ -66,6 +105,15 @@ typedef struct fsm {
     size_t n_buses, cap_buses;
     uint32_t next_bus_id;
     uint64_t applied_index;
+    fsm_node *nodes;
+    size_t n_nodes, cap_nodes;
+    fsm_producer *producers;
+    size_t n_producers, cap_producers;
+    fsm_params params;
+    size_t n_holes; /* partitions with a hole */
+    /* Called (loop thread) after a snapshot install created holes, so backfill can start. */
+    void (*on_holes)(void *arg);
+    void *holes_arg;
     store_batch *batch;
     fsm_entry_result ring[FSM_RESULT_RING];
     /* Returns the Raft index of the entry being applied (the library's last applied + 1). */
@@ -112,6 +160,15 @@ int fsm_snapshot(fsm *f, uint8_t **out, size_t *out_len);
 int fsm_restore(fsm *f, const uint8_t *buf, size_t len);
 
 const fsm_bus *fsm_bus_find(const fsm *f, const char *name);
+const fsm_node *fsm_node_find(const fsm *f, uint32_t id);
+
+/* The first partition with a hole, or 0 when none. */
+int fsm_first_hole(const fsm *f, uint32_t *bus_id, uint32_t *partition, uint64_t *from,
+                   uint64_t *to);
+/* Records that [hole_from, to) of a partition is now stored (backfilled), on the loop thread. */
+void fsm_hole_filled(fsm *f, uint32_t bus_id, uint32_t partition, uint64_t to);
+/* 1 when [from, to) of the partition overlaps its hole. */
+int fsm_in_hole(const fsm_partition *p, uint64_t from, uint64_t to);
 const fsm_bus *fsm_bus_by_id(const fsm *f, uint32_t bus_id);
 
 /* Validates a bus name: [A-Za-z0-9._-]{1,256}. 0 or EVBUS_EINVAL with the reason in err. */

@@ -10,7 +10,10 @@
 #include <raft.h>
 #include <raft/uv.h>
 
+#include "command.pb.h"
 #include "common/log.h"
+#include "config/config.h"
+#include "wire/wire.h"
 #include "common/util.h"
 #include "evbus/errors.h"
 
@@ -64,7 +67,26 @@ struct node {
     void (*close_cb)(void *data);
     void *close_data;
     int handles_open;
+
+    char *bootstrap;
+    int join;
+    fsm_params params;
+    int registry_checked; /* registry/params proposed for this term */
+
+    /* One membership change at a time (Raft allows one uncommitted configuration). */
+    struct member_change *change;
 };
+
+typedef struct member_change {
+    struct raft_change req;
+    struct raft_transfer transfer;
+    node *n;
+    int kind; /* 'a' add, 'r' remove, 't' transfer */
+    uint32_t id;
+    char *raft_addr, *client_addr;
+    node_change_cb cb;
+    void *data;
+} member_change;
 
 /* ------------------------------------------------------------ FSM adapters */
 
@@ -161,6 +183,11 @@ int node_create(uv_loop_t *loop, const node_config *cfg, fsm *f, node **out, cha
     if (n->raft_addr == NULL || n->client_addr == NULL || n->raft_dir == NULL)
         goto err_nomem;
     snprintf(n->raft_dir, dlen, "%s/raft", cfg->data_dir);
+    n->bootstrap = strdup(cfg->bootstrap ? cfg->bootstrap : "");
+    if (n->bootstrap == NULL)
+        goto err_nomem;
+    n->join = cfg->join;
+    n->params = cfg->params;
     n->max_entry_bytes = cfg->max_entry_bytes;
     n->snapshot_threshold = cfg->snapshot_threshold;
     n->snapshot_trailing = cfg->snapshot_trailing;
@@ -223,6 +250,7 @@ err_free:
     free(n->raft_addr);
     free(n->client_addr);
     free(n->raft_dir);
+    free(n->bootstrap);
     free(n);
     return EVBUS_EIO;
 }
@@ -231,11 +259,22 @@ int node_start(node *n, char *err, size_t err_len)
 {
     struct raft_configuration conf;
     raft_configuration_init(&conf);
-    int rv = raft_configuration_add(&conf, n->id, n->raft_addr, RAFT_VOTER);
-    if (rv == 0) {
+    int rv = 0;
+    if (n->bootstrap[0]) {
+        config_member m[CONFIG_MAX_MEMBERS];
+        int count = config_parse_members(n->bootstrap, m, CONFIG_MAX_MEMBERS, err, err_len);
+        for (int i = 0; i < count && rv == 0; i++)
+            rv = raft_configuration_add(&conf, m[i].id, m[i].raft_addr, RAFT_VOTER);
+        if (count < 0)
+            rv = RAFT_INVALID;
+    } else if (!n->join) {
+        rv = raft_configuration_add(&conf, n->id, n->raft_addr, RAFT_VOTER);
+    }
+    if (rv == 0 && !n->join) {
         rv = raft_bootstrap(&n->raft, &conf);
         if (rv == 0)
-            LOG_INFOF(MOD, "bootstrapped a new one-voter cluster", "raft_addr=%s", n->raft_addr);
+            LOG_INFOF(MOD, "bootstrapped a new cluster", "voters=%u raft_addr=%s", conf.n,
+                      n->raft_addr);
         else if (rv == RAFT_CANTBOOTSTRAP)
             rv = 0; /* existing data directory: restart from it */
     }
@@ -244,6 +283,8 @@ int node_start(node *n, char *err, size_t err_len)
         snprintf(err, err_len, "raft bootstrap: %s", raft_errmsg(&n->raft));
         return EVBUS_EIO;
     }
+    if (n->join)
+        LOG_INFOF(MOD, "joining: waiting to be added by the leader", "raft_addr=%s", n->raft_addr);
     rv = raft_start(&n->raft);
     if (rv != 0) {
         snprintf(err, err_len, "raft start: %s", raft_errmsg(&n->raft));
@@ -435,6 +476,94 @@ int node_submit(node *n, const uint8_t *ops, size_t len, size_t n_ops, node_subm
 
 /* ---------------------------------------------------------- leadership */
 
+static void registry_cb(void *data, int status, const fsm_op_result *ops, size_t n_ops,
+                        uint64_t index)
+{
+    (void)data;
+    (void)ops;
+    (void)n_ops;
+    if (status != 0)
+        LOG_WARNF(MOD, "registry update not committed", "err=%s index=%llu",
+                  evbus_errname(status), (unsigned long long)index);
+}
+
+static int append_op(util_buf *out, const evbuscmd_Op *op)
+{
+    uint8_t *body;
+    size_t len;
+    int rv = wire_encode_body(evbuscmd_Op_fields, op, &body, &len);
+    if (rv != 0)
+        return rv;
+    uint8_t head[11];
+    size_t h = 0;
+    head[h++] = (3 << 3) | 2; /* Command.ops: field 3, length-delimited */
+    uint64_t v = len;
+    while (v >= 0x80) {
+        head[h++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    head[h++] = (uint8_t)v;
+    if ((rv = util_buf_append(out, head, h)) == 0)
+        rv = util_buf_append(out, body, len);
+    free(body);
+    return rv;
+}
+
+int node_encode_op(util_buf *out, const void *op)
+{
+    return append_op(out, op);
+}
+
+/* A new leader makes sure the replicated registry knows the client address of every member it
+ * can name (itself, the bootstrap list) and that the state machine runs with its parameters. */
+static void leader_housekeeping(node *n)
+{
+    util_buf ops = {0};
+    size_t n_ops = 0;
+    config_member m[CONFIG_MAX_MEMBERS];
+    char err[256];
+    int count = 0;
+    if (n->bootstrap[0])
+        count = config_parse_members(n->bootstrap, m, CONFIG_MAX_MEMBERS, err, sizeof(err));
+    if (count <= 0) {
+        count = 1;
+        m[0].id = n->id;
+        snprintf(m[0].raft_addr, sizeof(m[0].raft_addr), "%s", n->raft_addr);
+        snprintf(m[0].client_addr, sizeof(m[0].client_addr), "%s", n->client_addr);
+    }
+    const struct raft_configuration *conf = &n->raft.configuration;
+    for (int i = 0; i < count; i++) {
+        int member = 0;
+        for (unsigned j = 0; j < conf->n; j++)
+            if (conf->servers[j].id == m[i].id)
+                member = 1;
+        if (!member || fsm_node_find(n->fsm, m[i].id) != NULL)
+            continue;
+        evbuscmd_Op op = evbuscmd_Op_init_zero;
+        op.which_op = evbuscmd_Op_put_node_tag;
+        op.op.put_node.node_id = m[i].id;
+        op.op.put_node.raft_addr = m[i].raft_addr;
+        op.op.put_node.client_addr = m[i].client_addr;
+        if (append_op(&ops, &op) == 0)
+            n_ops++;
+    }
+    const fsm_params *cur = &n->fsm->params;
+    if (cur->dedup_window != n->params.dedup_window ||
+        cur->dedup_max_producers != n->params.dedup_max_producers ||
+        cur->dedup_ttl_ms != n->params.dedup_ttl_ms) {
+        evbuscmd_Op op = evbuscmd_Op_init_zero;
+        op.which_op = evbuscmd_Op_set_params_tag;
+        op.op.set_params.dedup_window = n->params.dedup_window;
+        op.op.set_params.dedup_max_producers = n->params.dedup_max_producers;
+        op.op.set_params.dedup_ttl_ms = n->params.dedup_ttl_ms;
+        if (append_op(&ops, &op) == 0)
+            n_ops++;
+    }
+    if (n_ops > 0 && node_submit(n, ops.data, ops.len, n_ops, registry_cb, NULL) == 0)
+        LOG_INFOF(MOD, "leader housekeeping proposed", "ops=%zu", n_ops);
+    util_buf_free(&ops);
+}
+
 static void barrier_cb(struct raft_barrier *req, int status)
 {
     node *n = req->data;
@@ -445,6 +574,7 @@ static void barrier_cb(struct raft_barrier *req, int status)
         LOG_INFOF(MOD, "leader ready for writes", "term=%llu applied_index=%llu",
                   (unsigned long long)n->barrier_term,
                   (unsigned long long)raft_last_applied(&n->raft));
+        leader_housekeeping(n);
     }
 }
 
@@ -488,8 +618,11 @@ void node_leader(const node *n, uint32_t *id, const char **client_addr)
     const char *addr = NULL;
     raft_leader((struct raft *)&n->raft, &lid, &addr);
     *id = (uint32_t)lid;
-    /* One voter for now: the node registry of the cluster issue maps ids to client addresses. */
-    *client_addr = lid == n->id ? n->client_addr : "";
+    const fsm_node *reg = lid ? fsm_node_find(n->fsm, (uint32_t)lid) : NULL;
+    if (lid == n->id)
+        *client_addr = n->client_addr;
+    else
+        *client_addr = reg && reg->client_addr ? reg->client_addr : "";
 }
 
 void node_self_info(const node *n, node_info *out)
@@ -504,8 +637,12 @@ void node_self_info(const node *n, node_info *out)
                 : st == RAFT_CANDIDATE ? "candidate"
                 : st == RAFT_FOLLOWER  ? "follower"
                                        : "unavailable";
-    out->voter = 1;
+    out->voter = 0;
+    for (unsigned i = 0; i < r->configuration.n; i++)
+        if (r->configuration.servers[i].id == n->id)
+            out->voter = r->configuration.servers[i].role == RAFT_VOTER;
     out->leader = st == RAFT_LEADER;
+    out->catching_up = node_catching_up(n);
     out->applied_index = raft_last_applied(r);
     out->commit_index = raft_commit_index(r);
     out->term = raft_current_term(r);
@@ -525,6 +662,7 @@ static void handle_closed(uv_handle_t *h)
     free(n->raft_addr);
     free(n->client_addr);
     free(n->raft_dir);
+    free(n->bootstrap);
     free(n);
     if (cb)
         cb(data);
@@ -580,4 +718,260 @@ void node_close(node *n, uint32_t drain_ms, void (*cb)(void *data), void *data)
     n->state = NODE_DRAINING;
     LOG_INFOF(MOD, "draining", "inflight=%u", n->inflight);
     uv_timer_start(&n->drain_timer, drain_timer_cb, drain_ms, 0);
+}
+
+/* -------------------------------------------------------------- membership */
+
+int node_catching_up(const node *n)
+{
+    if (n->fsm->n_holes > 0)
+        return 1;
+    const struct raft_configuration *conf = &n->raft.configuration;
+    for (unsigned i = 0; i < conf->n; i++)
+        if (conf->servers[i].id == n->id)
+            return conf->servers[i].role != RAFT_VOTER;
+    return 1; /* not (yet) in the configuration: joining */
+}
+
+size_t node_members(const node *n, node_member *out, size_t max)
+{
+    const struct raft_configuration *conf = &n->raft.configuration;
+    size_t k = 0;
+    for (unsigned i = 0; i < conf->n && k < max; i++) {
+        const struct raft_server *s = &conf->servers[i];
+        const fsm_node *reg = fsm_node_find(n->fsm, (uint32_t)s->id);
+        out[k].id = (uint32_t)s->id;
+        out[k].raft_addr = s->address;
+        out[k].client_addr = s->id == n->id ? n->client_addr
+                             : reg && reg->client_addr ? reg->client_addr
+                                                      : "";
+        out[k].voter = s->role == RAFT_VOTER;
+        out[k].role = s->role == RAFT_VOTER     ? "voter"
+                      : s->role == RAFT_STANDBY ? "standby"
+                                                : "spare";
+        k++;
+    }
+    return k;
+}
+
+static int in_config(const node *n, uint32_t id)
+{
+    const struct raft_configuration *conf = &n->raft.configuration;
+    for (unsigned i = 0; i < conf->n; i++)
+        if (conf->servers[i].id == id)
+            return 1;
+    return 0;
+}
+
+static int map_change_error(int rv)
+{
+    switch (rv) {
+    case RAFT_NOTLEADER:
+    case RAFT_LEADERSHIPLOST:
+        return EVBUS_ENOTLEADER;
+    case RAFT_CANTCHANGE:
+        return EVBUS_EBUSY;
+    case RAFT_DUPLICATEID:
+    case RAFT_DUPLICATEADDRESS:
+        return EVBUS_EEXIST;
+    case RAFT_BADID:
+    case RAFT_NOTFOUND:
+        return EVBUS_ENOTFOUND;
+    case RAFT_BADROLE:
+        return EVBUS_EINVAL;
+    default:
+        return EVBUS_EUNAVAIL;
+    }
+}
+
+static void change_finish(member_change *c, int status, const char *msg)
+{
+    node *n = c->n;
+    if (n->change == c)
+        n->change = NULL;
+    char buf[256];
+    if (status != 0 && msg == NULL) {
+        snprintf(buf, sizeof(buf), "membership change of node %u failed: %s", c->id,
+                 evbus_strerror(status));
+        msg = buf;
+    }
+    LOG_INFOF(MOD, "membership change done", "kind=%c node=%u status=%s", c->kind, c->id,
+              evbus_errname(status));
+    c->cb(c->data, status, msg);
+    free(c->raft_addr);
+    free(c->client_addr);
+    free(c);
+}
+
+static void assign_cb(struct raft_change *req, int status)
+{
+    member_change *c = req->data;
+    change_finish(c, status ? map_change_error(status) : 0,
+                  status ? raft_strerror(status) : NULL);
+}
+
+static void registry_added_cb(void *data, int status, const fsm_op_result *ops, size_t n_ops,
+                              uint64_t index)
+{
+    (void)index;
+    member_change *c = data;
+    if (status == 0 && n_ops == 1 && ops[0].code != 0)
+        status = ops[0].code;
+    if (status != 0) {
+        change_finish(c, status, "node added as spare, but its address was not recorded");
+        return;
+    }
+    /* Promotion to voter: the library first catches the node up, then commits the change. */
+    c->req.data = c;
+    int rv = raft_assign(&c->n->raft, &c->req, c->id, RAFT_VOTER, assign_cb);
+    if (rv != 0)
+        change_finish(c, map_change_error(rv), raft_errmsg(&c->n->raft));
+}
+
+static int submit_registry(member_change *c, int put)
+{
+    util_buf ops = {0};
+    evbuscmd_Op op = evbuscmd_Op_init_zero;
+    if (put) {
+        op.which_op = evbuscmd_Op_put_node_tag;
+        op.op.put_node.node_id = c->id;
+        op.op.put_node.raft_addr = c->raft_addr;
+        op.op.put_node.client_addr = c->client_addr;
+    } else {
+        op.which_op = evbuscmd_Op_remove_node_tag;
+        op.op.remove_node.node_id = c->id;
+    }
+    int rv = append_op(&ops, &op);
+    if (rv == 0)
+        rv = node_submit(c->n, ops.data, ops.len, 1, put ? registry_added_cb : registry_cb,
+                        put ? c : NULL);
+    util_buf_free(&ops);
+    return rv;
+}
+
+static void add_cb(struct raft_change *req, int status)
+{
+    member_change *c = req->data;
+    if (status != 0) {
+        change_finish(c, map_change_error(status), raft_strerror(status));
+        return;
+    }
+    int rv = submit_registry(c, 1);
+    if (rv != 0)
+        change_finish(c, rv, "node added as spare, but its address could not be recorded");
+}
+
+static member_change *change_new(node *n, int kind, uint32_t id, node_change_cb cb, void *data)
+{
+    member_change *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->n = n;
+    c->kind = kind;
+    c->id = id;
+    c->cb = cb;
+    c->data = data;
+    c->req.data = c;
+    c->transfer.data = c;
+    return c;
+}
+
+int node_add_member(node *n, uint32_t id, const char *raft_addr, const char *client_addr,
+                    node_change_cb cb, void *data)
+{
+    if (!node_is_writable(n))
+        return EVBUS_ENOTLEADER;
+    if (n->change != NULL)
+        return EVBUS_EBUSY;
+    if (id == 0)
+        return EVBUS_EINVAL;
+    if (in_config(n, id))
+        return EVBUS_EEXIST;
+    member_change *c = change_new(n, 'a', id, cb, data);
+    if (c == NULL)
+        return EVBUS_ENOMEM;
+    c->raft_addr = strdup(raft_addr);
+    c->client_addr = strdup(client_addr);
+    int rv = raft_add(&n->raft, &c->req, id, raft_addr, add_cb);
+    if (rv != 0) {
+        free(c->raft_addr);
+        free(c->client_addr);
+        free(c);
+        return map_change_error(rv);
+    }
+    n->change = c;
+    LOG_INFOF(MOD, "adding node", "node=%u raft_addr=%s client_addr=%s", id, raft_addr,
+              client_addr);
+    return 0;
+}
+
+static void remove_cb(struct raft_change *req, int status)
+{
+    member_change *c = req->data;
+    if (status != 0) {
+        change_finish(c, map_change_error(status), raft_strerror(status));
+        return;
+    }
+    /* The registry entry goes too; when we removed ourselves we are no longer leader and the
+     * next leader's log still has it, which only costs a stale address. */
+    if (node_is_writable(c->n))
+        submit_registry(c, 0);
+    change_finish(c, 0, NULL);
+}
+
+int node_remove_member(node *n, uint32_t id, node_change_cb cb, void *data)
+{
+    if (!node_is_writable(n))
+        return EVBUS_ENOTLEADER;
+    if (n->change != NULL)
+        return EVBUS_EBUSY;
+    if (!in_config(n, id))
+        return EVBUS_ENOTFOUND;
+    member_change *c = change_new(n, 'r', id, cb, data);
+    if (c == NULL)
+        return EVBUS_ENOMEM;
+    int rv = raft_remove(&n->raft, &c->req, id, remove_cb);
+    if (rv != 0) {
+        free(c);
+        return map_change_error(rv);
+    }
+    n->change = c;
+    LOG_INFOF(MOD, "removing node", "node=%u", id);
+    return 0;
+}
+
+static void transfer_cb(struct raft_transfer *req)
+{
+    member_change *c = req->data;
+    raft_id lid = 0;
+    const char *addr;
+    raft_leader(&c->n->raft, &lid, &addr);
+    if (c->id != 0 && lid != c->id)
+        change_finish(c, EVBUS_ETIMEDOUT, "leadership did not move to the requested node");
+    else if (lid == c->n->id)
+        change_finish(c, EVBUS_ETIMEDOUT, "leadership did not move");
+    else
+        change_finish(c, 0, NULL);
+}
+
+int node_transfer_leadership(node *n, uint32_t id, node_change_cb cb, void *data)
+{
+    if (!node_is_writable(n))
+        return EVBUS_ENOTLEADER;
+    if (n->change != NULL)
+        return EVBUS_EBUSY;
+    if (id != 0 && !in_config(n, id))
+        return EVBUS_ENOTFOUND;
+    member_change *c = change_new(n, 't', id, cb, data);
+    if (c == NULL)
+        return EVBUS_ENOMEM;
+    int rv = raft_transfer(&n->raft, &c->transfer, id, transfer_cb);
+    if (rv != 0) {
+        free(c);
+        return rv == RAFT_BADID ? EVBUS_EINVAL : map_change_error(rv);
+    }
+    n->change = c;
+    n->writable = 0; /* stop taking writes while leadership moves */
+    LOG_INFOF(MOD, "transferring leadership", "to=%u", id);
+    return 0;
 }

@@ -42,6 +42,9 @@ typedef struct node_config {
     uint32_t max_entry_bytes;
     uint32_t snapshot_threshold;
     uint32_t snapshot_trailing;
+    const char *bootstrap; /* "ID=RAFT/CLIENT,..." or "" (this node alone); copied */
+    int join;              /* start empty, wait to be added */
+    fsm_params params;     /* cluster-wide state-machine parameters the leader proposes */
 } node_config;
 
 /* status 0: ops[i] is the result of the i-th op of the submission; the entry is committed and
@@ -73,6 +76,10 @@ int node_is_writable(const node *n);
 /* The leader's id and client address as known here (0 and "" when unknown). */
 void node_leader(const node *n, uint32_t *id, const char **client_addr);
 
+/* Appends one encoded evbuscmd_Op (an `evbuscmd_Op *`) as a Command.ops field to out. */
+struct util_buf;
+int node_encode_op(struct util_buf *out, const void *op);
+
 typedef struct node_info {
     uint32_t id;
     const char *raft_addr;
@@ -84,9 +91,34 @@ typedef struct node_info {
     uint64_t commit_index;
     uint64_t term;
     uint32_t leader_id;
+    int catching_up;
 } node_info;
 
 void node_self_info(const node *n, node_info *out);
+
+/* A member of the Raft configuration. */
+typedef struct node_member {
+    uint32_t id;
+    const char *raft_addr;   /* borrowed until the next loop turn */
+    const char *client_addr; /* from the registry; "" when unknown */
+    int voter;
+    const char *role; /* voter, standby, spare */
+} node_member;
+
+/* Copies up to max members of the current configuration into out; returns the count. */
+size_t node_members(const node *n, node_member *out, size_t max);
+
+/* Membership changes (leader only). The callback runs once with 0 or an error code and a
+ * message. Errors before the call starts (callback never runs): EVBUS_ENOTLEADER, EVBUS_EEXIST,
+ * EVBUS_ENOTFOUND, EVBUS_EBUSY (a change is in progress), EVBUS_EINVAL. */
+typedef void (*node_change_cb)(void *data, int status, const char *msg);
+int node_add_member(node *n, uint32_t id, const char *raft_addr, const char *client_addr,
+                    node_change_cb cb, void *data);
+int node_remove_member(node *n, uint32_t id, node_change_cb cb, void *data);
+int node_transfer_leadership(node *n, uint32_t id, node_change_cb cb, void *data);
+
+/* 1 while this node misses events (backfilling) or is not yet a voter. */
+int node_catching_up(const node *n);
 uint32_t node_self_id(const node *n);
 
 /*

@@ -9,7 +9,7 @@
 #include "common/util.h"
 #include "evbus/errors.h"
 
-enum key_kind { K_U32, K_ADDR, K_PATH, K_LEVEL, K_NAME };
+enum key_kind { K_U32, K_ADDR, K_PATH, K_LEVEL, K_NAME, K_BOOL, K_MEMBERS };
 
 typedef struct key_def {
     const char *name;
@@ -44,6 +44,18 @@ static const key_def KEYS[] = {
      "Raft entries kept in the log behind a snapshot"},
     {"default-partitions", K_U32, U32(default_partitions), 1, 1024, "4",
      "partitions of a bus created without --partitions"},
+    {"bootstrap", K_MEMBERS, STR(bootstrap), 0, 0, "",
+     "initial members ID=RAFT_ADDR/CLIENT_ADDR,... (same list on every node; used on first start)"},
+    {"join", K_BOOL, offsetof(config, join), 0, 0, 0, "false",
+     "start empty and wait to be added with 'evbusctl cluster add-node'"},
+    {"dedup-window", K_U32, U32(dedup_window), 1, 1024, "16",
+     "idempotent publish: sequences remembered per producer"},
+    {"dedup-max-producers", K_U32, U32(dedup_max_producers), 1, 1000000, "4096",
+     "idempotent publish: producers remembered (least recently used forgotten first)"},
+    {"dedup-ttl-s", K_U32, U32(dedup_ttl_s), 1, 7 * 86400, "900",
+     "idempotent publish: a producer idle this long is forgotten"},
+    {"read-wait-ms", K_U32, U32(read_wait_ms), 0, 60000, "5000",
+     "longest a read-after-write waits for this node to apply the index asked for"},
 };
 #define N_KEYS (sizeof(KEYS) / sizeof(KEYS[0]))
 
@@ -79,6 +91,36 @@ static int set_key(config *c, const key_def *k, const char *value, char *err, si
         }
         break;
     }
+    case K_BOOL: {
+        int v;
+        if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 || strcmp(value, "1") == 0)
+            v = 1;
+        else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 ||
+                 strcmp(value, "0") == 0)
+            v = 0;
+        else {
+            snprintf(err, err_len, "bad value for %s: '%s' (expected true or false)", k->name,
+                     value);
+            return EVBUS_EINVAL;
+        }
+        *(int *)(base + k->offset) = v;
+        return 0;
+    }
+    case K_MEMBERS: {
+        if (value[0] == '\0')
+            break;
+        static config_member tmp[CONFIG_MAX_MEMBERS];
+        char msg[256];
+        if (strlen(value) >= k->size) {
+            snprintf(err, err_len, "bad value for %s: too long", k->name);
+            return EVBUS_EINVAL;
+        }
+        if (config_parse_members(value, tmp, CONFIG_MAX_MEMBERS, msg, sizeof(msg)) < 0) {
+            snprintf(err, err_len, "bad value for %s: %s", k->name, msg);
+            return EVBUS_EINVAL;
+        }
+        break;
+    }
     case K_PATH:
     case K_NAME:
         if (value[0] == '\0' || strlen(value) >= k->size) {
@@ -100,6 +142,66 @@ static int set_key(config *c, const key_def *k, const char *value, char *err, si
     }
     memcpy(base + k->offset, value, strlen(value) + 1);
     return 0;
+}
+
+int config_parse_members(const char *list, config_member *out, size_t max, char *err,
+                         size_t err_len)
+{
+    size_t n = 0;
+    const char *p = list;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char item[600];
+        if (len == 0 || len >= sizeof(item)) {
+            snprintf(err, err_len, "empty or overlong member in the list");
+            return EVBUS_EINVAL;
+        }
+        memcpy(item, p, len);
+        item[len] = '\0';
+        if (n == max) {
+            snprintf(err, err_len, "more than %zu members", max);
+            return EVBUS_EINVAL;
+        }
+        char *eq = strchr(item, '=');
+        char *slash = eq ? strchr(eq, '/') : NULL;
+        uint64_t id;
+        char host[256];
+        uint16_t port;
+        if (eq == NULL || slash == NULL) {
+            snprintf(err, err_len, "member '%s' is not ID=RAFT_ADDR/CLIENT_ADDR", item);
+            return EVBUS_EINVAL;
+        }
+        *eq = '\0';
+        *slash = '\0';
+        if (util_parse_u64(item, 1, UINT32_MAX, &id) != 0 ||
+            util_parse_hostport(eq + 1, host, sizeof(host), &port) != 0 ||
+            util_parse_hostport(slash + 1, host, sizeof(host), &port) != 0 ||
+            strlen(eq + 1) >= sizeof(out[n].raft_addr) ||
+            strlen(slash + 1) >= sizeof(out[n].client_addr)) {
+            snprintf(err, err_len, "member '%s=%s/%s' is not ID=RAFT_ADDR/CLIENT_ADDR", item,
+                     eq + 1, slash + 1);
+            return EVBUS_EINVAL;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (out[i].id == id) {
+                snprintf(err, err_len, "node id %llu appears twice", (unsigned long long)id);
+                return EVBUS_EINVAL;
+            }
+        }
+        out[n].id = (uint32_t)id;
+        snprintf(out[n].raft_addr, sizeof(out[n].raft_addr), "%s", eq + 1);
+        snprintf(out[n].client_addr, sizeof(out[n].client_addr), "%s", slash + 1);
+        n++;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    if (n == 0) {
+        snprintf(err, err_len, "no members");
+        return EVBUS_EINVAL;
+    }
+    return (int)n;
 }
 
 int config_set(config *c, const char *key, const char *value, char *err, size_t err_len)
@@ -276,6 +378,33 @@ int config_parse(config *c, int argc, char **argv, char **envp, char *err, size_
         char msg[512];
         if (config_set(c, key, value, msg, sizeof(msg)) != 0) {
             snprintf(err, err_len, "%s", msg);
+            return EVBUS_EINVAL;
+        }
+    }
+    if (c->bootstrap[0] && c->join) {
+        snprintf(err, err_len, "bootstrap and join exclude each other");
+        return EVBUS_EINVAL;
+    }
+    if (c->bootstrap[0]) {
+        config_member m[CONFIG_MAX_MEMBERS];
+        int n = config_parse_members(c->bootstrap, m, CONFIG_MAX_MEMBERS, err, err_len);
+        int self = 0;
+        for (int i = 0; i < n; i++) {
+            if (m[i].id == c->node_id) {
+                self = 1;
+                if (strcmp(m[i].raft_addr, c->raft_listen) != 0 ||
+                    strcmp(m[i].client_addr, c->listen) != 0) {
+                    snprintf(err, err_len,
+                             "bootstrap lists node %u as %s/%s but this node listens on %s/%s",
+                             c->node_id, m[i].raft_addr, m[i].client_addr, c->raft_listen,
+                             c->listen);
+                    return EVBUS_EINVAL;
+                }
+            }
+        }
+        if (!self) {
+            snprintf(err, err_len, "bootstrap does not list this node (node-id %u); use join",
+                     c->node_id);
             return EVBUS_EINVAL;
         }
     }

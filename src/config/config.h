@@ -27,7 +27,26 @@ typedef struct config {
     uint32_t snapshot_threshold; /* entries between snapshots */
     uint32_t snapshot_trailing;  /* entries kept behind a snapshot */
     uint32_t default_partitions;
+    char bootstrap[4096]; /* "ID=RAFT/CLIENT,..." initial members, "" = this node alone */
+    int join;             /* start empty and wait to be added */
+    uint32_t dedup_window;
+    uint32_t dedup_max_producers;
+    uint32_t dedup_ttl_s;
+    uint32_t read_wait_ms; /* bound of a read-after-write wait */
 } config;
+
+/* One initial member from the bootstrap list. */
+typedef struct config_member {
+    uint32_t id;
+    char raft_addr[256];
+    char client_addr[256];
+} config_member;
+
+#define CONFIG_MAX_MEMBERS 64
+
+/* Parses a bootstrap list. Returns the number of members (>= 1) or EVBUS_EINVAL with err. */
+int config_parse_members(const char *list, config_member *out, size_t max, char *err,
+                         size_t err_len);
 
 void config_defaults(config *c);
 

@@ -23,6 +23,7 @@
 #include "cluster/node.h"
 #include "common/log.h"
 #include "config/config.h"
+#include "evbus/errors.h"
 #include "storage/store.h"
 
 #define MOD "server"
@@ -90,6 +91,51 @@ static int mkdirs(const char *path)
     return mkdir(tmp, 0755) != 0 && errno != EEXIST ? -1 : 0;
 }
 
+/*
+ * A data directory belongs to one node of one cluster. The first start records the node id and
+ * the bootstrap list; a later start with another node id or another bootstrap list (another
+ * cluster) is refused, since joining foreign Raft and RocksDB state would corrupt both.
+ */
+static int check_identity(const config *cfg, store *db, char *err, size_t err_len)
+{
+    char idbuf[16];
+    snprintf(idbuf, sizeof(idbuf), "%u", cfg->node_id);
+    const char *want_boot = cfg->bootstrap;
+    char *val;
+    size_t vlen;
+    int rv = store_get(db, "Mnode_id", 8, &val, &vlen);
+    if (rv == 0) {
+        int same = strcmp(val, idbuf) == 0;
+        if (!same)
+            snprintf(err, err_len, "data directory %s belongs to node %s, not node %u",
+                     cfg->data_dir, val, cfg->node_id);
+        free(val);
+        if (!same)
+            return EVBUS_EINVAL;
+        if (want_boot[0] && store_get(db, "Mbootstrap", 10, &val, &vlen) == 0) {
+            same = val[0] == '\0' || strcmp(val, want_boot) == 0;
+            if (!same)
+                snprintf(err, err_len,
+                         "data directory %s was created for another cluster (bootstrap %s)",
+                         cfg->data_dir, val);
+            free(val);
+            if (!same)
+                return EVBUS_EINVAL;
+        }
+        return 0;
+    }
+    if (rv != EVBUS_ENOTFOUND) {
+        snprintf(err, err_len, "cannot read the data directory's identity");
+        return rv;
+    }
+    store_batch *b = store_batch_new();
+    store_batch_put(b, "Mnode_id", 8, idbuf, strlen(idbuf));
+    store_batch_put(b, "Mbootstrap", 10, want_boot, strlen(want_boot));
+    rv = store_write(db, b, err, err_len);
+    store_batch_free(b);
+    return rv;
+}
+
 int main(int argc, char **argv)
 {
     static server s;
@@ -116,8 +162,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "evbusd: cannot open %s: %s\n", path, err);
         return 1;
     }
+    if (check_identity(&s.cfg, s.db, err, sizeof(err)) != 0) {
+        fprintf(stderr, "evbusd: refusing to start: %s\n", err);
+        s.exit_code = 1;
+        goto out_store;
+    }
     if (fsm_init(&s.fsm, s.db, err, sizeof(err)) != 0) {
-        fprintf(stderr, "evbusd: cannot load state: %s\n", err);
+        fprintf(stderr, "evbusd: cannot load state (corrupt data directory?): %s\n", err);
+        s.exit_code = 1;
         goto out_store;
     }
     uv_loop_init(&s.loop);
@@ -129,6 +181,11 @@ int main(int argc, char **argv)
         .max_entry_bytes = s.cfg.max_entry_bytes,
         .snapshot_threshold = s.cfg.snapshot_threshold,
         .snapshot_trailing = s.cfg.snapshot_trailing,
+        .bootstrap = s.cfg.bootstrap,
+        .join = s.cfg.join,
+        .params = {.dedup_window = s.cfg.dedup_window,
+                   .dedup_max_producers = s.cfg.dedup_max_producers,
+                   .dedup_ttl_ms = (uint64_t)s.cfg.dedup_ttl_s * 1000u},
     };
     if (node_create(&s.loop, &nc, &s.fsm, &s.node, err, sizeof(err)) != 0 ||
         node_start(s.node, err, sizeof(err)) != 0) {
