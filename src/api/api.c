@@ -41,6 +41,7 @@ struct api {
     int pressure; /* RocksDB is stalling writes */
     backfill *backfill;
     int jobs; /* worker jobs in flight that use the api */
+    struct close_ctx *closed; /* set once connections are closed: free when jobs reach 0 */
 };
 
 /* A ReadLog with min_commit_index above what this node has applied. */
@@ -51,6 +52,8 @@ struct read_wait {
     evbus_ReadLogRequest req; /* bus copied */
     uint64_t deadline_ms;
 };
+
+static void api_job_done(api *a);
 
 /* Per-connection state kept in net_conn_data. */
 enum conn_phase { PHASE_NEW = 0, PHASE_READY = 1 };
@@ -291,19 +294,11 @@ static void handle_put(api *a, net_conn *c, uint64_t id, const evbus_PutEventsRe
             set_entry_error(r, vrv, "strings must be valid UTF-8");
             continue;
         }
-        pb_bytes_array_t *bytes = malloc(PB_BYTES_ARRAY_T_ALLOCSIZE(env_len));
-        if (bytes == NULL) {
-            free(env);
-            rv = EVBUS_ENOMEM;
-            goto fail;
-        }
-        bytes->size = (pb_size_t)env_len;
-        memcpy(bytes->bytes, env, env_len);
-        free(env);
+        /* envelope_build gives a NUL-terminated string from malloc: transferred to the op. */
         evbuscmd_Publish *ev = &events[p->n_ops];
         ev->bus_id = bus->bus_id;
         ev->partition = part;
-        ev->envelope = bytes;
+        ev->envelope = env;
         r->event_id = strdup(p->event_ids[i]);
         p->op_entry[p->n_ops++] = i;
     }
@@ -399,6 +394,8 @@ static void admin_done(void *data, int status, const fsm_op_result *ops, size_t 
     char msg[512] = "";
     if (code == EVBUS_EEXIST)
         snprintf(msg, sizeof(msg), "bus '%s' already exists", x->name);
+    else if (code == EVBUS_ETOOBIG)
+        snprintf(msg, sizeof(msg), "too many buses (limit %u)", FSM_MAX_BUSES);
     else if (code == EVBUS_ENOTFOUND)
         snprintf(msg, sizeof(msg), "bus '%s' does not exist", x->name);
     if (code != 0) {
@@ -602,17 +599,8 @@ static void read_work(uv_work_t *w)
                      (unsigned long long)off);
             break;
         }
-        pb_bytes_array_t *ba = malloc(PB_BYTES_ARRAY_T_ALLOCSIZE(out_len));
-        if (ba == NULL) {
-            free(out);
-            j->code = EVBUS_ENOMEM;
-            break;
-        }
-        ba->size = (pb_size_t)out_len;
-        memcpy(ba->bytes, out, out_len);
-        free(out);
         j->events[j->n_events].offset = off;
-        j->events[j->n_events].event = ba;
+        j->events[j->n_events].event = (char *)out; /* NUL-terminated by envelope_with_offset */
         j->n_events++;
         bytes += out_len;
         j->next = off + 1;
@@ -644,7 +632,9 @@ static void read_after(uv_work_t *w, int status)
         free(j->events[i].event);
     free(j->events);
     net_conn_unref(j->c);
+    api *a = j->a;
     free(j);
+    api_job_done(a);
 }
 
 static void handle_read(api *a, net_conn *c, uint64_t id, const evbus_ReadLogRequest *r);
@@ -786,7 +776,9 @@ static void handle_read(api *a, net_conn *c, uint64_t id, const evbus_ReadLogReq
         j->max_bytes = cap;
     j->work.data = j;
     net_conn_ref(c);
+    a->jobs++;
     if (uv_queue_work(a->loop, &j->work, read_work, read_after) != 0) {
+        a->jobs--;
         net_conn_unref(c);
         free(j);
         send_error(a, c, id, EVBUS_EINTERNAL, "cannot queue read");
@@ -907,8 +899,8 @@ static void status_after(uv_work_t *w, int status)
     for (size_t i = 0; i < j->n; i++)
         evbus_node_status_free(j->m[i].got);
     net_conn_unref(j->c);
-    a->jobs--;
     free(j);
+    api_job_done(a);
 }
 
 static void handle_cluster_status(api *a, net_conn *c, uint64_t id)
@@ -1100,9 +1092,10 @@ static void checksum_after(uv_work_t *w, int status)
         send_frame(j->a, j->c, &f);
     }
     net_conn_unref(j->c);
-    j->a->jobs--;
+    api *a = j->a;
     free(j->parts);
     free(j);
+    api_job_done(a);
 }
 
 static void handle_checksum(api *a, net_conn *c, uint64_t id, const evbus_ChecksumRequest *r)
@@ -1292,13 +1285,36 @@ typedef struct close_ctx {
     void *data;
 } close_ctx;
 
-static void net_closed(void *data)
+static void api_free(close_ctx *x)
 {
-    close_ctx *x = data;
     free(x->a);
     if (x->cb)
         x->cb(x->data);
     free(x);
+}
+
+static void api_job_done(api *a)
+{
+    a->jobs--;
+    if (a->jobs == 0 && a->closed)
+        api_free(a->closed);
+}
+
+static void net_closed(void *data)
+{
+    close_ctx *x = data;
+    x->a->net = NULL;
+    /* Worker jobs still running point at the api: the last one frees it. */
+    if (x->a->jobs > 0)
+        x->a->closed = x;
+    else
+        api_free(x);
+}
+
+void api_force_close(api *a)
+{
+    if (a->net)
+        net_server_force_close(a->net);
 }
 
 static void wait_timer_closed(uv_handle_t *h)

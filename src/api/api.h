@@ -29,7 +29,11 @@ int api_start(uv_loop_t *loop, const config *cfg, fsm *f, node *n, store *db, ap
 /* Stops accepting connections (first step of a clean shutdown). */
 void api_stop_accepting(api *a);
 
-/* Closes every connection after its pending answers, then frees the api and runs cb. */
+/* Closes every connection after its pending answers (bounded), waits for worker jobs, then
+ * frees the api and runs cb. */
 void api_close(api *a, void (*cb)(void *data), void *data);
+
+/* Closes connections now, without waiting for their unsent answers (second signal). */
+void api_force_close(api *a);
 
 #endif

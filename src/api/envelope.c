@@ -128,11 +128,11 @@ int envelope_with_offset(const uint8_t *stored, size_t len, uint64_t offset, uin
         return EVBUS_EPROTO;
     char tail[40];
     int n = snprintf(tail, sizeof(tail), ",\"offset\":%llu}", (unsigned long long)offset);
-    uint8_t *buf = malloc(len - 1 + (size_t)n);
+    uint8_t *buf = malloc(len - 1 + (size_t)n + 1);
     if (buf == NULL)
         return EVBUS_ENOMEM;
     memcpy(buf, stored, len - 1);
-    memcpy(buf + len - 1, tail, (size_t)n);
+    memcpy(buf + len - 1, tail, (size_t)n + 1); /* with the NUL: also usable as a C string */
     *out = buf;
     *out_len = len - 1 + (size_t)n;
     return 0;

@@ -35,7 +35,8 @@ int envelope_build(const evbus_PutEventsEntry *e, json_t *detail, const char *id
                    const char *time, const char *account, const char *region, const char *bus,
                    uint32_t partition, char **out, size_t *len);
 
-/* Copies a stored envelope adding "offset" as its last member. malloc'd, transferred. */
+/* Copies a stored envelope adding "offset" as its last member. malloc'd, transferred,
+ * NUL-terminated (*out_len excludes the NUL). */
 int envelope_with_offset(const uint8_t *stored, size_t len, uint64_t offset, uint8_t **out,
                          size_t *out_len);
 

@@ -280,6 +280,7 @@ static int producer_to_meta(const fsm_producer *p, evbuscmd_ProducerMeta *m)
     memset(m, 0, sizeof(*m));
     m->producer_id = p->id;
     m->last_time_ms = p->last_time_ms;
+    m->last_index = p->last_index;
     m->recent = calloc(p->n_recent ? p->n_recent : 1, sizeof(*m->recent));
     if (m->recent == NULL)
         return EVBUS_ENOMEM;
@@ -327,6 +328,7 @@ static int producer_from_meta(fsm *f, const evbuscmd_ProducerMeta *m)
     memset(p, 0, sizeof(*p));
     p->id = m->producer_id;
     p->last_time_ms = m->last_time_ms;
+    p->last_index = m->last_index;
     p->recent = calloc(m->recent_count ? m->recent_count : 1, sizeof(*p->recent));
     if (p->recent == NULL)
         return EVBUS_ENOMEM;
@@ -623,6 +625,10 @@ static void apply_create_bus(fsm *f, const evbuscmd_CreateBus *c, uint64_t index
         res->code = EVBUS_EEXIST;
         return;
     }
+    if (f->n_buses >= FSM_MAX_BUSES) {
+        res->code = EVBUS_ETOOBIG;
+        return;
+    }
     fsm_bus *b = bus_new(c->name, f->next_bus_id++, c->partitions);
     if (b == NULL || bus_add(f, b) != 0) {
         LOG_ERRORF(MOD, "out of memory in apply", "index=%llu", (unsigned long long)index);
@@ -679,14 +685,14 @@ static void apply_publish(fsm *f, const evbuscmd_Publish *p, fsm_op_result *res,
         res->code = EVBUS_ENOTFOUND;
         return;
     }
-    if (p->partition >= b->partitions || p->envelope == NULL) {
+    if (p->partition >= b->partitions || p->envelope == NULL || p->envelope[0] != '{') {
         res->code = EVBUS_EINVAL;
         return;
     }
     fsm_partition *part = &b->parts[p->partition];
     uint8_t key[KEYS_EVENT_LEN];
     keys_event(key, b->bus_id, p->partition, part->next_offset);
-    store_batch_put(f->batch, key, sizeof(key), p->envelope->bytes, p->envelope->size);
+    store_batch_put(f->batch, key, sizeof(key), p->envelope, strlen(p->envelope));
     res->partition = p->partition;
     res->offset = part->next_offset++;
     for (size_t i = 0; i < *n_dirty; i++)
@@ -714,9 +720,13 @@ static void producer_remember(fsm *f, uint64_t producer_id, uint64_t seq, uint64
         if (f->n_producers >= f->params.dedup_max_producers) {
             /* Full: forget the producer whose last batch is oldest in the log (deterministic). */
             size_t victim = 0;
-            for (size_t i = 1; i < f->n_producers; i++)
-                if (f->producers[i].last_index < f->producers[victim].last_index)
+            for (size_t i = 1; i < f->n_producers; i++) {
+                const fsm_producer *a = &f->producers[i], *v = &f->producers[victim];
+                /* Ties by id: the order of the array differs between replicas. */
+                if (a->last_index < v->last_index ||
+                    (a->last_index == v->last_index && a->id < v->id))
                     victim = i;
+            }
             uint8_t key[9];
             producer_key(key, f->producers[victim].id);
             store_batch_delete(f->batch, key, sizeof(key));
@@ -946,13 +956,9 @@ int fsm_snapshot(fsm *f, uint8_t **out, size_t *out_len)
     s.version = 1;
     s.applied_index = f->applied_index;
     s.next_bus_id = f->next_bus_id;
-    size_t n_parts = 0;
-    for (size_t i = 0; i < f->n_buses; i++)
-        n_parts += f->buses[i]->partitions;
     s.buses = calloc(f->n_buses ? f->n_buses : 1, sizeof(*s.buses));
-    s.partitions = calloc(n_parts ? n_parts : 1, sizeof(*s.partitions));
     int rv = EVBUS_ENOMEM;
-    if (s.buses == NULL || s.partitions == NULL)
+    if (s.buses == NULL)
         goto out;
     for (size_t i = 0; i < f->n_buses; i++) {
         const fsm_bus *b = f->buses[i];
@@ -962,8 +968,11 @@ int fsm_snapshot(fsm *f, uint8_t **out, size_t *out_len)
         m->partitions = b->partitions;
         m->created_index = b->created_index;
         m->created_time_ms = b->created_time_ms;
+        m->parts = calloc(b->partitions, sizeof(*m->parts));
+        if (m->parts == NULL)
+            goto out;
         for (uint32_t p = 0; p < b->partitions; p++) {
-            evbuscmd_PartitionMeta *pm = &s.partitions[s.partitions_count++];
+            evbuscmd_PartitionMeta *pm = &m->parts[m->parts_count++];
             pm->bus_id = b->bus_id;
             pm->partition = p;
             pm->first_offset = b->parts[p].first_offset;
@@ -1002,9 +1011,43 @@ out:
         free(s.producers[i].recent);
     free(s.producers);
     free(s.nodes);
+    for (pb_size_t i = 0; i < s.buses_count; i++)
+        free(s.buses[i].parts);
     free(s.buses);
-    free(s.partitions);
     return rv;
+}
+
+/* Everything restore relies on, checked before any state changes. */
+static int snapshot_valid(const evbuscmd_Snapshot *s, char *err, size_t err_len)
+{
+    for (pb_size_t i = 0; i < s->buses_count; i++) {
+        const evbuscmd_BusMeta *m = &s->buses[i];
+        char why[128];
+        if (m->name == NULL || fsm_validate_bus_name(m->name, why, sizeof(why)) != 0 ||
+            m->partitions == 0 || m->partitions > FSM_MAX_PARTITIONS || m->bus_id == 0 ||
+            m->parts_count != m->partitions) {
+            snprintf(err, err_len, "bus %u of the snapshot is malformed", (unsigned)i);
+            return EVBUS_EPROTO;
+        }
+        for (pb_size_t p = 0; p < m->parts_count; p++) {
+            if (m->parts[p].partition != p ||
+                m->parts[p].first_offset > m->parts[p].next_offset) {
+                snprintf(err, err_len, "bus %s partition %u of the snapshot is malformed",
+                         m->name, (unsigned)p);
+                return EVBUS_EPROTO;
+            }
+        }
+    }
+    for (pb_size_t i = 0; i < s->producers_count; i++) {
+        for (pb_size_t q = 0; q < s->producers[i].recent_count; q++) {
+            const evbuscmd_SeqResult *r = &s->producers[i].recent[q];
+            if (r->offsets_count != r->partitions_count || r->codes_count != r->partitions_count) {
+                snprintf(err, err_len, "producer record of the snapshot is malformed");
+                return EVBUS_EPROTO;
+            }
+        }
+    }
+    return 0;
 }
 
 int fsm_restore(fsm *f, const uint8_t *buf, size_t len)
@@ -1012,8 +1055,10 @@ int fsm_restore(fsm *f, const uint8_t *buf, size_t len)
     evbuscmd_Snapshot s = evbuscmd_Snapshot_init_zero;
     char err[256];
     int rv = wire_decode(evbuscmd_Snapshot_fields, buf, len, &s, err, sizeof(err));
+    if (rv == 0 && (rv = snapshot_valid(&s, err, sizeof(err))) != 0)
+        wire_release(evbuscmd_Snapshot_fields, &s);
     if (rv != 0) {
-        LOG_ERRORF(MOD, "cannot decode snapshot", "err=\"%s\"", err);
+        LOG_ERRORF(MOD, "cannot restore snapshot", "err=\"%s\"", err);
         return rv;
     }
     if (s.applied_index <= f->applied_index) {
@@ -1025,7 +1070,8 @@ int fsm_restore(fsm *f, const uint8_t *buf, size_t len)
         return 0;
     }
     /* Installed from a leader: adopt its metadata. Events this node lacks below the snapshot's
-     * offsets become holes that the backfill fetches from a peer (cluster/backfill). */
+     * offsets become holes that the backfill fetches from a peer (api/backfill). From here on a
+     * failure leaves state half-changed: stop the process (fail-stop, as apply does). */
     LOG_WARNF(MOD, "installing snapshot newer than local state", "snapshot_index=%llu applied=%llu",
               (unsigned long long)s.applied_index, (unsigned long long)f->applied_index);
     /* Buses that no longer exist: drop them and their events. */
@@ -1033,8 +1079,7 @@ int fsm_restore(fsm *f, const uint8_t *buf, size_t len)
         fsm_bus *b = f->buses[i];
         int keep = 0;
         for (pb_size_t j = 0; j < s.buses_count; j++)
-            if (s.buses[j].bus_id == b->bus_id && s.buses[j].name &&
-                strcmp(s.buses[j].name, b->name) == 0)
+            if (s.buses[j].bus_id == b->bus_id && strcmp(s.buses[j].name, b->name) == 0)
                 keep = 1;
         if (keep) {
             i++;
@@ -1044,81 +1089,64 @@ int fsm_restore(fsm *f, const uint8_t *buf, size_t len)
         fsm_op_result ignored;
         apply_delete_bus(f, &d, &ignored);
     }
-    rv = 0;
-    for (pb_size_t i = 0; i < s.buses_count && rv == 0; i++) {
+    for (pb_size_t i = 0; i < s.buses_count; i++) {
         const evbuscmd_BusMeta *m = &s.buses[i];
-        if (m->name == NULL || m->partitions == 0 || m->partitions > FSM_MAX_PARTITIONS) {
-            rv = EVBUS_EPROTO;
-            break;
-        }
-        if (fsm_bus_by_id(f, m->bus_id) != NULL)
-            continue;
-        fsm_bus *b = bus_new(m->name, m->bus_id, m->partitions);
+        fsm_bus *b = (fsm_bus *)fsm_bus_by_id(f, m->bus_id);
         if (b == NULL) {
-            rv = EVBUS_ENOMEM;
-            break;
+            b = bus_new(m->name, m->bus_id, m->partitions);
+            if (b == NULL || bus_add(f, b) != 0)
+                oom("restore");
+            b->created_index = m->created_index;
+            b->created_time_ms = m->created_time_ms;
         }
-        b->created_index = m->created_index;
-        b->created_time_ms = m->created_time_ms;
-        if ((rv = bus_add(f, b)) != 0) {
-            bus_free(b);
-            break;
-        }
-    }
-    for (pb_size_t i = 0; i < s.partitions_count && rv == 0; i++) {
-        const evbuscmd_PartitionMeta *pm = &s.partitions[i];
-        fsm_bus *b = (fsm_bus *)fsm_bus_by_id(f, pm->bus_id);
-        if (b == NULL || pm->partition >= b->partitions)
-            continue;
-        fsm_partition *part = &b->parts[pm->partition];
-        uint64_t have = part->hole_to > part->hole_from ? part->hole_from : part->next_offset;
-        if (have < pm->first_offset)
-            have = pm->first_offset;
-        int had_hole = part->hole_to > part->hole_from;
-        part->first_offset = pm->first_offset;
-        part->next_offset = pm->next_offset;
-        if (have < pm->next_offset) {
-            part->hole_from = have;
-            part->hole_to = pm->next_offset;
-            if (!had_hole)
-                f->n_holes++;
-            put_hole(f, b, pm->partition);
+        for (pb_size_t p = 0; p < m->parts_count; p++) {
+            const evbuscmd_PartitionMeta *pm = &m->parts[p];
+            fsm_partition *part = &b->parts[p];
+            uint64_t have = part->hole_to > part->hole_from ? part->hole_from : part->next_offset;
+            if (have < pm->first_offset)
+                have = pm->first_offset;
+            int had_hole = part->hole_to > part->hole_from;
+            part->first_offset = pm->first_offset;
+            part->next_offset = pm->next_offset;
+            if (have < pm->next_offset) {
+                part->hole_from = have;
+                part->hole_to = pm->next_offset;
+                if (!had_hole)
+                    f->n_holes++;
+                put_hole(f, b, (uint32_t)p);
+            }
         }
     }
-    if (rv == 0) {
-        clear_nodes(f);
-        for (pb_size_t i = 0; i < s.nodes_count; i++)
-            node_upsert(f, s.nodes[i].node_id, s.nodes[i].raft_addr, s.nodes[i].client_addr);
-        uint8_t nlo = 'N', nhi = 'O';
-        store_batch_delete_range(f->batch, &nlo, 1, &nhi, 1);
-        for (size_t i = 0; i < f->n_nodes; i++)
-            put_node_meta(f, &f->nodes[i]);
-        clear_producers(f);
-        uint8_t dlo = 'D', dhi = 'E';
-        store_batch_delete_range(f->batch, &dlo, 1, &dhi, 1);
-        for (pb_size_t i = 0; i < s.producers_count && rv == 0; i++) {
-            rv = producer_from_meta(f, &s.producers[i]);
-            if (rv == 0)
-                put_producer_meta(f, &f->producers[f->n_producers - 1]);
-        }
-        if (s.has_params)
-            params_from(&f->params, &s.params);
-        put_params(f);
+    clear_nodes(f);
+    for (pb_size_t i = 0; i < s.nodes_count; i++)
+        node_upsert(f, s.nodes[i].node_id, s.nodes[i].raft_addr, s.nodes[i].client_addr);
+    uint8_t nlo = 'N', nhi = 'O';
+    store_batch_delete_range(f->batch, &nlo, 1, &nhi, 1);
+    for (size_t i = 0; i < f->n_nodes; i++)
+        put_node_meta(f, &f->nodes[i]);
+    clear_producers(f);
+    uint8_t dlo = 'D', dhi = 'E';
+    store_batch_delete_range(f->batch, &dlo, 1, &dhi, 1);
+    for (pb_size_t i = 0; i < s.producers_count; i++) {
+        if (producer_from_meta(f, &s.producers[i]) != 0)
+            oom("restore");
+        put_producer_meta(f, &f->producers[f->n_producers - 1]);
     }
-    if (rv == 0) {
-        for (size_t i = 0; i < f->n_buses; i++) {
-            put_bus_meta(f, f->buses[i]);
-            for (uint32_t p = 0; p < f->buses[i]->partitions; p++)
-                put_partition_meta(f, f->buses[i], p);
-        }
-        f->next_bus_id = s.next_bus_id;
-        put_u64(f, KEYS_META_NEXT_BUS_ID, f->next_bus_id);
-        write_batch_or_die(f, s.applied_index);
-        if (f->n_holes > 0 && f->on_holes)
-            f->on_holes(f->holes_arg);
+    if (s.has_params)
+        params_from(&f->params, &s.params);
+    put_params(f);
+    for (size_t i = 0; i < f->n_buses; i++) {
+        put_bus_meta(f, f->buses[i]);
+        for (uint32_t p = 0; p < f->buses[i]->partitions; p++)
+            put_partition_meta(f, f->buses[i], p);
     }
+    f->next_bus_id = s.next_bus_id;
+    put_u64(f, KEYS_META_NEXT_BUS_ID, f->next_bus_id);
+    write_batch_or_die(f, s.applied_index);
     wire_release(evbuscmd_Snapshot_fields, &s);
-    return rv;
+    if (f->n_holes > 0 && f->on_holes)
+        f->on_holes(f->holes_arg);
+    return 0;
 }
 
 /* ------------------------------------------------------------------- holes */

@@ -175,5 +175,7 @@ const fsm_bus *fsm_bus_by_id(const fsm *f, uint32_t bus_id);
 int fsm_validate_bus_name(const char *name, char *err, size_t err_len);
 
 #define FSM_MAX_PARTITIONS 1024u
+/* nanopb's repeated-field counts are 16-bit (snapshots list every bus). */
+#define FSM_MAX_BUSES 65535u
 
 #endif

@@ -396,6 +396,7 @@ static void propose(node *n, batch *b)
     buf.len = fsm_entry_size(payload);
     buf.base = raft_malloc(buf.len);
     if (buf.base == NULL) {
+        n->queued_bytes -= b->ops.len;
         batch_fail(b, EVBUS_ENOMEM);
         batch_free(b);
         return;
@@ -408,8 +409,10 @@ static void propose(node *n, batch *b)
     b->req.data = b;
     int rv = raft_apply(&n->raft, &b->req, &buf, 1, apply_cb);
     if (rv != 0) {
-        /* The library has released the buffer on failure (it may have appended and discarded
-         * it): never free it here. */
+        /* 0.22.1 refuses NOTLEADER and NOSPACE before taking the buffer; on other failures it
+         * has appended and discarded it, freeing it itself. */
+        if (rv == RAFT_NOTLEADER || rv == RAFT_NOSPACE)
+            raft_free(buf.base);
         LOG_WARNF(MOD, "raft_apply failed", "rv=%d err=\"%s\" msg=\"%s\"", rv, raft_strerror(rv),
                   raft_errmsg(&n->raft));
         batch_fail(b, map_raft_status(rv));
@@ -464,8 +467,13 @@ int node_submit(node *n, const uint8_t *ops, size_t len, size_t n_ops, node_subm
         b->w = nw;
         b->cap_w = cap;
     }
-    if (util_buf_append(&b->ops, ops, len) != 0)
+    if (util_buf_append(&b->ops, ops, len) != 0) {
+        if (b->n_w == 0) {
+            batch_free(b);
+            n->open = NULL;
+        }
         return EVBUS_ENOMEM;
+    }
     b->w[b->n_w++] = (waiter){cb, data, b->n_ops, n_ops};
     b->n_ops += n_ops;
     n->queued_bytes += len;
@@ -584,11 +592,15 @@ static void track_leadership(node *n)
     uint64_t term = raft_current_term(&n->raft);
     if (leader && (!n->was_leader || term != n->barrier_term) && !n->barrier_pending) {
         n->writable = 0;
-        n->barrier_term = term;
         n->barrier_req.data = n;
-        if (raft_barrier(&n->raft, &n->barrier_req, barrier_cb) == 0)
+        if (raft_barrier(&n->raft, &n->barrier_req, barrier_cb) == 0) {
+            /* Only once the barrier is in: a failed call is retried at the next loop turn. */
+            n->barrier_term = term;
             n->barrier_pending = 1;
-        LOG_INFOF(MOD, "became leader", "term=%llu", (unsigned long long)term);
+            LOG_INFOF(MOD, "became leader", "term=%llu", (unsigned long long)term);
+        } else {
+            leader = 0; /* not ready: try again next turn */
+        }
     } else if (!leader && n->was_leader) {
         n->writable = 0;
         LOG_INFOF(MOD, "lost leadership", "term=%llu", (unsigned long long)term);
@@ -657,15 +669,19 @@ static void handle_closed(uv_handle_t *h)
     node *n = h->data;
     if (--n->handles_open > 0)
         return;
-    void (*cb)(void *) = n->close_cb;
-    void *data = n->close_data;
+    if (n->close_cb)
+        n->close_cb(n->close_data);
+}
+
+void node_destroy(node *n)
+{
+    if (n == NULL)
+        return;
     free(n->raft_addr);
     free(n->client_addr);
     free(n->raft_dir);
     free(n->bootstrap);
     free(n);
-    if (cb)
-        cb(data);
 }
 
 static void raft_closed(struct raft *r)
@@ -943,6 +959,8 @@ int node_remove_member(node *n, uint32_t id, node_change_cb cb, void *data)
 static void transfer_cb(struct raft_transfer *req)
 {
     member_change *c = req->data;
+    /* Writes stopped for the transfer; if we are still leader, a fresh barrier reopens them. */
+    c->n->was_leader = 0;
     raft_id lid = 0;
     const char *addr;
     raft_leader(&c->n->raft, &lid, &addr);

@@ -122,9 +122,11 @@ int node_catching_up(const node *n);
 uint32_t node_self_id(const node *n);
 
 /*
- * Stops the node: drains (bounded by drain_ms), transfers nothing (single voter),
- * closes Raft. `cb` runs once when everything is closed; the node is freed after it.
+ * Stops the node: drains (bounded by drain_ms), closes Raft. `cb` runs once when
+ * everything is closed; the node stays readable (status, leader) until
+ * node_destroy(), so request handlers still running may use it.
  */
 void node_close(node *n, uint32_t drain_ms, void (*cb)(void *data), void *data);
+void node_destroy(node *n);
 
 #endif

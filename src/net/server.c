@@ -23,6 +23,7 @@ struct net_conn {
     int closing; /* close requested */
     int closed;  /* handle closed */
     int reading;
+    int paused; /* too many requests in progress: frames wait in the reader */
     int broken; /* framing broken: ignore further input */
     void *data;
     net_conn *prev, *next;
@@ -41,6 +42,9 @@ struct net_server {
     void (*close_cb)(void *);
     void *close_data;
     int listener_closed;
+    uv_timer_t grace; /* bounds the close of connections */
+    uv_timer_t resume; /* resumes paused connections outside of callbacks */
+    int timers_open;
 };
 
 typedef struct write_req {
@@ -50,6 +54,7 @@ typedef struct write_req {
 } write_req;
 
 static void maybe_finish_close(net_server *s);
+static void resume_cb(uv_timer_t *t);
 
 static void conn_free(net_conn *c)
 {
@@ -70,8 +75,13 @@ void net_conn_ref(net_conn *c) { c->refs++; }
 
 void net_conn_unref(net_conn *c)
 {
-    if (--c->refs == 0 && c->closed)
+    if (--c->refs == 0 && c->closed) {
         conn_free(c);
+        return;
+    }
+    /* Resume from a timer: we may be inside a handler of this very connection. */
+    if (c->paused && c->refs <= NET_MAX_PENDING / 2 && !c->srv->closing)
+        uv_timer_start(&c->srv->resume, resume_cb, 0, 0);
 }
 
 static void on_conn_closed(uv_handle_t *h)
@@ -89,7 +99,9 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     (void)status;
     net_conn *c = req->data;
     free(req);
-    uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+    /* A forced close may have closed the handle already (status ECANCELED). */
+    if (!uv_is_closing((uv_handle_t *)&c->tcp))
+        uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
 
 void net_conn_close(net_conn *c)
@@ -128,10 +140,11 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = sizeof(chunk);
 }
 
+static void process_frames(net_conn *c);
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     net_conn *c = stream->data;
-    net_server *s = c->srv;
     if (nread < 0) {
         if (nread != UV_EOF)
             LOG_DEBUGF(MOD, "read error", "conn=%llu err=%s", (unsigned long long)c->id,
@@ -145,9 +158,27 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         net_conn_close(c);
         return;
     }
+    process_frames(c);
+}
+
+/* Hands buffered frames to the handler until none is complete, the connection closes, or too
+ * many of its requests are in progress (then reading stops until they finish). */
+static void process_frames(net_conn *c)
+{
+    net_server *s = c->srv;
     /* Hold a reference: a handler may close the connection while we still loop. */
     net_conn_ref(c);
     for (;;) {
+        if (c->refs > NET_MAX_PENDING + 1) {
+            if (!c->paused) {
+                c->paused = 1;
+                if (c->reading) {
+                    uv_read_stop((uv_stream_t *)&c->tcp);
+                    c->reading = 0;
+                }
+            }
+            break;
+        }
         const uint8_t *body;
         size_t len;
         int rv = wire_reader_next(&c->reader, &body, &len);
@@ -179,7 +210,7 @@ static void on_write(uv_write_t *req, int status)
     free(w);
     if (status < 0 && !c->closing)
         net_conn_close(c);
-    if (!c->closing && !c->reading &&
+    if (!c->closing && !c->reading && !c->paused &&
         uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < NET_WRITE_LOW_BYTES) {
         uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
         c->reading = 1;
@@ -195,7 +226,9 @@ int net_conn_send(net_conn *c, uint8_t *frame, size_t len)
     }
     write_req *w = malloc(sizeof(*w));
     if (w == NULL) {
+        /* An answer we cannot send leaves a request unanswered: close instead. */
         free(frame);
+        net_conn_close(c);
         return EVBUS_ENOMEM;
     }
     w->c = c;
@@ -264,6 +297,11 @@ static void on_connection(uv_stream_t *server, int status)
     LOG_DEBUGF(MOD, "connection accepted", "conn=%llu peer=%s", (unsigned long long)c->id, c->peer);
 }
 
+static void on_failed_listener_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
 int net_server_start(uv_loop_t *loop, const char *addr, uint32_t max_frame,
                      const net_handlers *h, net_server **out, char *err, size_t err_len)
 {
@@ -292,10 +330,15 @@ int net_server_start(uv_loop_t *loop, const char *addr, uint32_t max_frame,
         rv = uv_listen((uv_stream_t *)&s->listener, 511, on_connection);
     if (rv != 0) {
         snprintf(err, err_len, "cannot listen on %s: %s", addr, uv_strerror(rv));
-        uv_close((uv_handle_t *)&s->listener, (uv_close_cb)free);
+        uv_close((uv_handle_t *)&s->listener, on_failed_listener_closed);
         return EVBUS_EIO;
     }
     s->listening = 1;
+    uv_timer_init(loop, &s->grace);
+    uv_timer_init(loop, &s->resume);
+    s->grace.data = s->resume.data = s;
+    s->timers_open = 2;
+
     *out = s;
     return 0;
 }
@@ -315,15 +358,58 @@ void net_server_stop_listening(net_server *s)
     uv_close((uv_handle_t *)&s->listener, on_listener_closed);
 }
 
-static void maybe_finish_close(net_server *s)
+static void on_timer_closed(uv_handle_t *h)
 {
-    if (!s->closing || !s->listener_closed || s->n_conns > 0)
+    net_server *s = h->data;
+    if (--s->timers_open > 0)
         return;
     void (*cb)(void *) = s->close_cb;
     void *data = s->close_data;
     free(s);
     if (cb)
         cb(data);
+}
+
+static void maybe_finish_close(net_server *s)
+{
+    if (!s->closing || !s->listener_closed || s->n_conns > 0 ||
+        uv_is_closing((uv_handle_t *)&s->grace))
+        return;
+    uv_close((uv_handle_t *)&s->grace, on_timer_closed);
+    uv_close((uv_handle_t *)&s->resume, on_timer_closed);
+}
+
+void net_server_force_close(net_server *s)
+{
+    for (net_conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        c->closing = 1;
+        if (!uv_is_closing((uv_handle_t *)&c->tcp))
+            uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+    }
+}
+
+static void grace_cb(uv_timer_t *t)
+{
+    net_server *s = t->data;
+    LOG_WARNF(MOD, "connections did not drain in time, closing them", "open=%zu", s->n_conns);
+    net_server_force_close(s);
+}
+
+static void resume_cb(uv_timer_t *t)
+{
+    net_server *s = t->data;
+    for (net_conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (!c->paused || c->closing || c->refs > NET_MAX_PENDING / 2)
+            continue;
+        c->paused = 0;
+        process_frames(c);
+        if (!c->paused && !c->closing && !c->reading) {
+            uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+            c->reading = 1;
+        }
+    }
 }
 
 void net_server_close(net_server *s, void (*cb)(void *data), void *data)
@@ -336,5 +422,7 @@ void net_server_close(net_server *s, void (*cb)(void *data), void *data)
         next = c->next;
         net_conn_close(c);
     }
+    if (s->n_conns > 0)
+        uv_timer_start(&s->grace, grace_cb, NET_CLOSE_GRACE_MS, 0);
     maybe_finish_close(s);
 }

@@ -19,6 +19,11 @@
 
 #define NET_WRITE_HIGH_BYTES (16u << 20)
 #define NET_WRITE_LOW_BYTES (4u << 20)
+/* Requests of one connection in progress (references held) above which it is not read and its
+ * buffered frames wait: pipelining cannot pile up unbounded work. */
+#define NET_MAX_PENDING 512
+/* How long a closing connection may take to flush its answers before it is cut. */
+#define NET_CLOSE_GRACE_MS 2000u
 
 typedef struct net_server net_server;
 typedef struct net_conn net_conn;
@@ -41,9 +46,12 @@ int net_server_start(uv_loop_t *loop, const char *addr, uint32_t max_frame,
 /* Stops accepting new connections; existing ones continue. */
 void net_server_stop_listening(net_server *s);
 
-/* Closes the listener and every connection (after their pending writes), then frees the server
- * and runs cb. */
+/* Closes the listener and every connection (after their pending writes, at most
+ * NET_CLOSE_GRACE_MS), then frees the server and runs cb. */
 void net_server_close(net_server *s, void (*cb)(void *data), void *data);
+
+/* Cuts every connection now, dropping unsent answers. */
+void net_server_force_close(net_server *s);
 
 /* Sends one encoded frame; `frame` (from malloc) is transferred. 0 or EVBUS_ECLOSED (the buffer is
  * freed either way). */

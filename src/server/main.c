@@ -47,6 +47,9 @@ static void api_closed(void *data)
 {
     server *s = data;
     s->api = NULL;
+    /* Handlers may read the node until the api is gone: free it only now. */
+    node_destroy(s->node);
+    s->node = NULL;
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
 }
@@ -54,7 +57,6 @@ static void api_closed(void *data)
 static void node_closed(void *data)
 {
     server *s = data;
-    s->node = NULL;
     if (s->api)
         api_close(s->api, api_closed, s);
     else
@@ -65,8 +67,9 @@ static void on_signal(uv_signal_t *h, int signum)
 {
     server *s = h->data;
     if (s->stopping) {
-        LOG_WARNF(MOD, "second signal: closing without waiting for the drain", "signal=%d",
-                  signum);
+        LOG_WARNF(MOD, "second signal: closing connections without waiting", "signal=%d", signum);
+        if (s->api)
+            api_force_close(s->api);
         return;
     }
     s->stopping = 1;
@@ -194,6 +197,7 @@ int main(int argc, char **argv)
         if (s.node)
             node_close(s.node, 0, NULL, NULL);
         uv_run(&s.loop, UV_RUN_DEFAULT);
+        node_destroy(s.node);
         goto out_loop;
     }
     if (api_start(&s.loop, &s.cfg, &s.fsm, s.node, s.db, &s.api, err, sizeof(err)) != 0) {

@@ -34,18 +34,23 @@ static tl_node g_node;
  * snapshot + log replay (a second ctest entry runs it that way). */
 static const char *const *g_extra_args;
 
-static evbus_client *connect_sdk(void)
+static evbus_client *connect_sdk_timeout(uint32_t timeout_ms)
 {
     evbus_client_options o;
     evbus_client_options_init(&o);
     o.servers = g_node.client_addr;
-    o.timeout_ms = 15000;
+    o.timeout_ms = timeout_ms;
     evbus_client *c = NULL;
     int rv = evbus_client_create(&o, &c);
     if (rv != 0)
         fprintf(stderr, "connect: %s\n", evbus_strerror(rv));
     assert_int_equal(rv, 0);
     return c;
+}
+
+static evbus_client *connect_sdk(void)
+{
+    return connect_sdk_timeout(15000);
 }
 
 static void start_node(void)
@@ -311,7 +316,9 @@ static void test_kill9_during_publish(void **state)
     char details[CRASH_BATCH][96];
     evbus_entry entries[CRASH_BATCH];
     for (int round = 0; round < CRASH_ROUNDS; round++) {
-        c = connect_sdk();
+        /* Short timeout: requests in flight at the kill retry (idempotently) until it expires,
+         * and the node only comes back after they gave up. */
+        c = connect_sdk_timeout(2000);
         /* Publish with several requests in flight; kill at a moment that varies per round. */
         uint64_t kill_at = tl_now_ms() + 400 + (uint64_t)round * 350;
         int killed = 0;

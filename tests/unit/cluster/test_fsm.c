@@ -28,7 +28,7 @@ static uint64_t next_index(void *arg)
 
 typedef struct ops_builder {
     evbuscmd_Op ops[16];
-    pb_bytes_array_t *bytes[16];
+    char *bytes[16];
     size_t n;
 } ops_builder;
 
@@ -51,10 +51,7 @@ static void add_delete(ops_builder *b, const char *name)
 
 static void add_publish(ops_builder *b, uint32_t bus_id, uint32_t part, const char *env)
 {
-    size_t len = strlen(env);
-    pb_bytes_array_t *ba = malloc(PB_BYTES_ARRAY_T_ALLOCSIZE(len));
-    ba->size = (pb_size_t)len;
-    memcpy(ba->bytes, env, len);
+    char *ba = strdup(env);
     b->bytes[b->n] = ba;
     evbuscmd_Op *op = &b->ops[b->n++];
     memset(op, 0, sizeof(*op));
