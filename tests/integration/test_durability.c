@@ -362,6 +362,41 @@ static void test_kill9_during_publish(void **state)
     free(x.acked_flag);
 }
 
+/* Events near the 256 KiB limit come back byte for byte (nanopb's 16-bit bytes lengths once
+ * cut them at 64 KiB). */
+static void test_large_events(void **state)
+{
+    (void)state;
+    evbus_client *c = connect_sdk();
+    assert_int_equal(evbus_bus_create(c, "large", 1), 0);
+    size_t sizes[] = {65535, 65536, 70000, 200000, 256 * 1024 - 64};
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        size_t n = sizes[k];
+        char *detail = malloc(n + 1);
+        int len = snprintf(detail, n + 1, "{\"k\":%zu,\"pad\":\"", k);
+        memset(detail + len, 'a' + (int)k, n - (size_t)len - 2);
+        memcpy(detail + n - 2, "\"}", 3);
+        evbus_entry e = {.source = "s", .detail_type = "t", .detail = detail};
+        evbus_put_result res;
+        size_t failed = 1;
+        assert_int_equal(evbus_put_events(c, "large", &e, 1, &res, &failed, NULL), 0);
+        assert_int_equal(failed, 0);
+        assert_int_equal(res.offset, k);
+        evbus_read_result *r = NULL;
+        assert_int_equal(evbus_read(c, "large", 0, k, 1, 0, &r), 0);
+        assert_int_equal(r->n_events, 1);
+        json_t *env = json_loads(r->events[0].json, 0, NULL);
+        assert_non_null(env);
+        char *back = json_dumps(json_object_get(env, "detail"), JSON_COMPACT | JSON_PRESERVE_ORDER);
+        assert_string_equal(back, detail);
+        free(back);
+        json_decref(env);
+        evbus_read_result_free(r);
+        free(detail);
+    }
+    evbus_client_destroy(c);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -387,6 +422,7 @@ int main(int argc, char **argv)
     g_extra_args = (const char *const *)argv + 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_publish_10000_and_read_back),
+        cmocka_unit_test(test_large_events),
         cmocka_unit_test(test_kill9_during_publish),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
