@@ -16,3 +16,13 @@ add_test(NAME test_durability_snapshots
          COMMAND test_durability --snapshot-threshold 16 --snapshot-trailing 16)
 set_tests_properties(test_durability_snapshots PROPERTIES LABELS integration TIMEOUT 300
                      ENVIRONMENT "${EVBUS_TEST_ENV}")
+evbus_test(test_cli integration 180 SOURCES integration/test_cli.c
+           DEPS evbus_testsdk PkgConfig::JANSSON)
+
+# Cluster tests: three or four evbusd nodes on 127.0.0.1, faults by signals to their PIDs.
+find_package(Threads REQUIRED)
+evbus_test(test_cluster cluster 600 SOURCES cluster/test_cluster.c cluster/cluster_fixture.c
+           DEPS evbus_testsdk PkgConfig::JANSSON Threads::Threads)
+evbus_test(test_cluster_membership cluster 600
+           SOURCES cluster/test_cluster_membership.c cluster/cluster_fixture.c
+           DEPS evbus_testsdk PkgConfig::JANSSON Threads::Threads)

@@ -5,13 +5,19 @@
  *
  * One table, `commands`, names every command with its usage, help text,
  * positional arguments, accepted options and handler: dispatch, argument checks
- * and the help text all read it, so they cannot disagree. Arguments are checked
- * before the client connects, so a usage error never waits for a server.
+ * and the help text all read it, so they cannot disagree. A handler checks its
+ * arguments first and only then connects (connect_client), so a usage error
+ * never waits for a server.
  *
  * Output is human text by default and one JSON document on stdout with --json;
  * `read` prints the server's JSON envelopes one per line in both modes. Exit
  * status: 0 success, 1 failure with one line "evbusctl: message (EVBUS_ENAME)"
- * on stderr, 2 usage error.
+ * on stderr, 2 usage error, 3 replicas differ (`cluster checksum`).
+ *
+ * `cluster checksum` is the one command that talks to more than one server: it
+ * takes the member list from the connected node, then opens a client per member
+ * whose only server is that member, so no answer is redirected or comes from
+ * another node.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -20,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -28,6 +35,7 @@
 #define PROG "evbusctl"
 #define EXIT_FAIL 1
 #define EXIT_USAGE 2
+#define EXIT_DIFFER 3
 #define DEFAULT_SERVERS "127.0.0.1:7070"
 /* Batches of --file stay under the SDK's default 4 MiB frame; ETOOBIG still splits a batch. */
 #define PUBLISH_BATCH_BYTES (3u * 1024u * 1024u)
@@ -53,8 +61,8 @@ struct command {
     const char *usage; /* what follows the words */
     const char *help;
     int n_pos;        /* positional arguments; -1: any number */
+    int n_pos_opt;    /* optional positional arguments after those */
     const char *opts; /* accepted options, space-separated; a trailing '*' allows repeats */
-    bool connect;     /* needs a client */
     int (*run)(struct cli *cli, const struct args *a);
 };
 
@@ -73,34 +81,56 @@ static int cmd_bus_delete(struct cli *cli, const struct args *a);
 static int cmd_publish(struct cli *cli, const struct args *a);
 static int cmd_read(struct cli *cli, const struct args *a);
 static int cmd_cluster_status(struct cli *cli, const struct args *a);
+static int cmd_cluster_add_node(struct cli *cli, const struct args *a);
+static int cmd_cluster_remove_node(struct cli *cli, const struct args *a);
+static int cmd_cluster_transfer_leader(struct cli *cli, const struct args *a);
+static int cmd_cluster_checksum(struct cli *cli, const struct args *a);
+static int cmd_node_status(struct cli *cli, const struct args *a);
 static int cmd_help(struct cli *cli, const struct args *a);
 
 static const struct command commands[] = {
     {"bus create", "NAME [--partitions N]",
-     "create a bus; without --partitions the server's default (4)", 1, "partitions", true,
+     "create a bus; without --partitions the server's default (4)", 1, 0, "partitions",
      cmd_bus_create},
-    {"bus list", "", "list buses", 0, "", true, cmd_bus_list},
-    {"bus describe", "NAME", "show a bus with its partitions' offsets and event counts", 1, "",
-     true, cmd_bus_describe},
-    {"bus delete", "NAME", "delete a bus and its events", 1, "", true, cmd_bus_delete},
+    {"bus list", "", "list buses", 0, 0, "", cmd_bus_list},
+    {"bus describe", "NAME", "show a bus with its partitions' offsets and event counts", 1, 0, "",
+     cmd_bus_describe},
+    {"bus delete", "NAME", "delete a bus and its events", 1, 0, "", cmd_bus_delete},
     {"publish",
      "BUS --source S --detail-type T --detail JSON [--partition-key K] [--resource R]... "
      "[--time T]",
-     "publish one event; prints its partition, offset and event id", 1,
-     "source detail-type detail partition-key resource* time file", true, cmd_publish},
+     "publish one event; prints its partition, offset, event id and the commit index that made "
+     "it durable (for read --min-commit-index)",
+     1, 0, "source detail-type detail partition-key resource* time file", cmd_publish},
     {"publish", "BUS --file FILE",
      "publish JSON lines of FILE (- for stdin), each an EventBridge PutEvents entry with "
      "Source, DetailType, Detail (an object or a string holding one), Resources, Time, "
      "PartitionKey; sent up to 100 per request. Prints \"published N, failed M\" and each failed "
      "entry's line on stderr; a malformed line stops the run after the lines before it.",
-     1, "source detail-type detail partition-key resource* time file", true, cmd_publish},
-    {"read", "BUS --partition P [--from OFFSET] [--count N]",
+     1, 0, "source detail-type detail partition-key resource* time file", cmd_publish},
+    {"read", "BUS --partition P [--from OFFSET] [--count N] [--min-commit-index N]",
      "print events of a partition, one JSON envelope per line (default: from the first stored "
-     "offset to the end)",
-     1, "partition from count", true, cmd_read},
-    {"cluster status", "", "show the cluster's nodes, roles and indexes", 0, "", true,
+     "offset to the end); with --min-commit-index the node first waits until it has applied that "
+     "Raft index (e.g. a publish's commit index), so a follower's answer includes that publish",
+     1, 0, "partition from count min-commit-index", cmd_read},
+    {"cluster status", "", "show the cluster's nodes, roles and indexes", 0, 0, "",
      cmd_cluster_status},
-    {"help", "", "show this help", -1, "", false, cmd_help},
+    {"cluster add-node", "ID RAFT_ADDR CLIENT_ADDR",
+     "add a node (started with --join) to the cluster; returns once it caught up and votes", 3, 0,
+     "", cmd_cluster_add_node},
+    {"cluster remove-node", "ID", "remove a node from the cluster", 1, 0, "",
+     cmd_cluster_remove_node},
+    {"cluster transfer-leader", "[ID]",
+     "hand leadership to node ID, or without ID to the most up-to-date voter", 0, 1, "",
+     cmd_cluster_transfer_leader},
+    {"cluster checksum", "BUS",
+     "compare the bus's partitions on every node (offsets, event counts, checksums); prints "
+     "\"replicas match\" (exit 0) or \"replicas DIFFER\" (exit 3); a node that cannot answer "
+     "counts as a difference",
+     1, 0, "", cmd_cluster_checksum},
+    {"node status", "", "show the connected node's own status (not redirected)", 0, 0, "",
+     cmd_node_status},
+    {"help", "", "show this help", -1, 0, "", cmd_help},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -142,7 +172,8 @@ static void print_usage(FILE *out)
                  "  --json          machine-readable output\n"
                  "  --timeout MS    bound of each request in milliseconds (default 10000)\n"
                  "  -h, --help      show this help\n"
-                 "\nexit status: 0 success, 1 failure, 2 usage error\n");
+                 "\nexit status: 0 success, 1 failure, 2 usage error, 3 replicas differ "
+                 "(cluster checksum)\n");
 }
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -333,7 +364,7 @@ static int global_opt(struct cli *cli, int argc, char **argv, int *i)
                 return usage_error("--servers is empty");
             cli->servers = value;
         } else {
-            uint64_t ms;
+            uint64_t ms = 0;
             if (parse_u64("--timeout", value, 1, UINT32_MAX, &ms) != 0)
                 return EXIT_USAGE;
             cli->timeout_ms = (uint32_t)ms;
@@ -390,10 +421,11 @@ static int parse_args(struct cli *cli, const struct command *cmd, int argc, char
         }
         a->opts[a->n_opts++] = (struct opt){name, name_len, value};
     }
-    if (cmd->n_pos >= 0 && a->n_pos != cmd->n_pos) {
+    if (cmd->n_pos >= 0 && (a->n_pos < cmd->n_pos || a->n_pos > cmd->n_pos + cmd->n_pos_opt)) {
         if (a->n_pos < cmd->n_pos)
             return usage_error("'%s' wants %s", cmd->words, cmd->usage);
-        return usage_error("unexpected argument '%s' for '%s'", a->pos[cmd->n_pos], cmd->words);
+        return usage_error("unexpected argument '%s' for '%s'", a->pos[cmd->n_pos + cmd->n_pos_opt],
+                           cmd->words);
     }
     return 0;
 }
@@ -443,6 +475,28 @@ static int unknown_command(int argc, char **argv, int i)
 }
 
 /* ---------------------------------------------------------------- commands */
+
+static void client_options(const struct cli *cli, const char *servers, evbus_client_options *opts)
+{
+    evbus_client_options_init(opts);
+    opts->servers = servers;
+    opts->client_name = PROG;
+    if (cli->timeout_ms)
+        opts->timeout_ms = cli->timeout_ms;
+}
+
+/* Connects the command's client; handlers call it once their arguments are checked. */
+static int connect_client(struct cli *cli)
+{
+    evbus_client_options opts;
+    client_options(cli, cli->servers, &opts);
+    int rc = evbus_client_create(&opts, &cli->client);
+    if (rc == EVBUS_EINVAL)
+        return fail(rc, "bad server list \"%s\": want host:port[,host:port...]", cli->servers);
+    if (rc != 0)
+        return fail(rc, "cannot connect to %s: %s", cli->servers, evbus_strerror(rc));
+    return 0;
+}
 
 static json_t *bus_json(const evbus_bus_info *b)
 {
@@ -498,6 +552,8 @@ static int cmd_bus_create(struct cli *cli, const struct args *a)
     const char *p = opt_get(a, "partitions");
     if (p && parse_u64("--partitions", p, 1, UINT32_MAX, &partitions) != 0)
         return EXIT_USAGE;
+    if (connect_client(cli) != 0)
+        return EXIT_FAIL;
     int rc = evbus_bus_create(cli->client, name, (uint32_t)partitions);
     if (rc != 0)
         return sdk_fail(cli, rc);
@@ -525,6 +581,8 @@ static int cmd_bus_list(struct cli *cli, const struct args *a)
     (void)a;
     evbus_bus_info *buses = NULL;
     size_t n = 0;
+    if (connect_client(cli) != 0)
+        return EXIT_FAIL;
     int rc = evbus_bus_list(cli->client, &buses, &n);
     if (rc != 0)
         return sdk_fail(cli, rc);
@@ -556,6 +614,8 @@ static int cmd_bus_list(struct cli *cli, const struct args *a)
 static int cmd_bus_describe(struct cli *cli, const struct args *a)
 {
     evbus_bus_info *b = NULL;
+    if (connect_client(cli) != 0)
+        return EXIT_FAIL;
     int rc = evbus_bus_describe(cli->client, a->pos[0], &b);
     if (rc != 0)
         return sdk_fail(cli, rc);
@@ -569,6 +629,8 @@ static int cmd_bus_describe(struct cli *cli, const struct args *a)
 
 static int cmd_bus_delete(struct cli *cli, const struct args *a)
 {
+    if (connect_client(cli) != 0)
+        return EXIT_FAIL;
     int rc = evbus_bus_delete(cli->client, a->pos[0]);
     if (rc != 0)
         return sdk_fail(cli, rc);
@@ -599,6 +661,8 @@ static int publish_one(struct cli *cli, const struct args *a)
     };
     if (e.source == NULL || e.detail_type == NULL || e.detail == NULL)
         return usage_error("publish wants --source, --detail-type and --detail, or --file");
+    if (connect_client(cli) != 0)
+        return EXIT_FAIL;
     const char **res = calloc((size_t)a->n_opts + 1, sizeof(*res));
     if (res == NULL)
         return fail(EVBUS_ENOMEM, "out of memory");
@@ -609,20 +673,21 @@ static int publish_one(struct cli *cli, const struct args *a)
 
     evbus_put_result r;
     size_t failed = 0;
-    int rc = evbus_put_events(cli->client, bus, &e, 1, &r, &failed, NULL);
+    uint64_t commit_index = 0;
+    int rc = evbus_put_events(cli->client, bus, &e, 1, &r, &failed, &commit_index);
     free(res);
     if (rc != 0)
         return sdk_fail(cli, rc);
     if (cli->json) {
         json_t *entries = json_array();
         json_array_append_new(entries, put_result_json(&r));
-        rc = print_json(
-            json_pack("{s:o,s:I}", "entries", entries, "failed_count", (json_int_t)failed));
+        rc = print_json(json_pack("{s:o,s:I,s:I}", "entries", entries, "failed_count",
+                                  (json_int_t)failed, "commit_index", (json_int_t)commit_index));
         if (rc != 0)
             return rc;
     } else if (r.code == 0) {
-        printf("partition=%" PRIu32 " offset=%" PRIu64 " event_id=%s\n", r.partition, r.offset,
-               r.event_id);
+        printf("partition=%" PRIu32 " offset=%" PRIu64 " event_id=%s commit_index=%" PRIu64 "\n",
+               r.partition, r.offset, r.event_id, commit_index);
     }
     if (r.code != 0)
         return fail(r.code, "event not published: %s", r.message);
@@ -644,7 +709,8 @@ struct publish_run {
     struct cli *cli;
     const char *bus;
     struct batch batch;
-    json_t *out_entries; /* --json */
+    json_t *out_entries;   /* --json */
+    uint64_t commit_index; /* highest of the answered batches */
     size_t published;
     size_t failed;
     int status; /* exit status so far */
@@ -652,10 +718,14 @@ struct publish_run {
 
 static void batch_clear(struct batch *b)
 {
+    /* Reset too: parse_entry's failure path frees the slot it was filling. */
     for (size_t i = 0; i < b->n; i++) {
         json_decref(b->roots[i]);
         free(b->details[i]);
         free(b->resources[i]);
+        b->roots[i] = NULL;
+        b->details[i] = NULL;
+        b->resources[i] = NULL;
     }
     b->n = 0;
     b->bytes = 0;
@@ -793,16 +863,34 @@ static void record_result(struct publish_run *run, size_t line, const evbus_put_
     run->status = EXIT_FAIL;
 }
 
+/* `n` entries were not published because their request failed with `rc`: each
+ * counts as failed (the one error line is printed by the caller). */
+static void record_request_failure(struct publish_run *run, size_t n, int rc)
+{
+    evbus_put_result r = {.code = rc};
+    snprintf(r.message, sizeof(r.message), "%s", sdk_msg(run->cli, rc));
+    for (size_t i = 0; i < n; i++) {
+        if (run->out_entries)
+            json_array_append_new(run->out_entries, put_result_json(&r));
+        run->failed++;
+    }
+}
+
 /* Sends entries [from, from + n) of the batch; a batch over the frame limit is split. */
 static int send_range(struct publish_run *run, size_t from, size_t n)
 {
     struct batch *b = &run->batch;
     evbus_put_result results[EVBUS_MAX_ENTRIES_PER_PUT];
-    int rc =
-        evbus_put_events(run->cli->client, run->bus, &b->entries[from], n, results, NULL, NULL);
+    uint64_t commit_index = 0;
+    int rc = evbus_put_events(run->cli->client, run->bus, &b->entries[from], n, results, NULL,
+                              &commit_index);
     if (rc == EVBUS_ETOOBIG && n > 1) {
         rc = send_range(run, from, n / 2);
-        return rc != 0 ? rc : send_range(run, from + n / 2, n - n / 2);
+        if (rc != 0) {
+            record_request_failure(run, n - n / 2, rc); /* the half never sent */
+            return rc;
+        }
+        return send_range(run, from + n / 2, n - n / 2);
     }
     if (rc == EVBUS_ETOOBIG) {
         evbus_put_result r = {.code = rc};
@@ -816,9 +904,12 @@ static int send_range(struct publish_run *run, size_t from, size_t n)
         else
             fail(rc, "lines %zu-%zu: %s", b->lines[from], b->lines[from + n - 1],
                  sdk_msg(run->cli, rc));
+        record_request_failure(run, n, rc);
         run->status = EXIT_FAIL;
         return rc;
     }
+    if (commit_index > run->commit_index)
+        run->commit_index = commit_index;
     for (size_t i = 0; i < n; i++)
         record_result(run, b->lines[from + i], &results[i]);
     return 0;
@@ -842,6 +933,11 @@ static int publish_file(struct cli *cli, const struct args *a, const char *path)
     FILE *in = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
     if (in == NULL)
         return fail(0, "cannot open %s: %s", path, strerror(errno));
+    if (connect_client(cli) != 0) {
+        if (in != stdin)
+            fclose(in);
+        return EXIT_FAIL;
+    }
     struct publish_run *run = calloc(1, sizeof(*run));
     char *line = NULL;
     size_t cap = 0;
@@ -881,8 +977,9 @@ static int publish_file(struct cli *cli, const struct args *a, const char *path)
     if (run->status == 0 || run->batch.n > 0)
         flush_batch(run);
     if (cli->json) {
-        json_t *o = json_pack("{s:o,s:I}", "entries", run->out_entries, "failed_count",
-                              (json_int_t)run->failed);
+        json_t *o =
+            json_pack("{s:o,s:I,s:I}", "entries", run->out_entries, "failed_count",
+                      (json_int_t)run->failed, "commit_index", (json_int_t)run->commit_index);
         run->out_entries = NULL;
         if (print_json(o) != 0)
             run->status = EXIT_FAIL;
@@ -908,6 +1005,20 @@ static int cmd_publish(struct cli *cli, const struct args *a)
     return file ? publish_file(cli, a, file) : publish_one(cli, a);
 }
 
+/* The first offset still stored in a partition, so retention does not make a read ERANGE. */
+static int first_offset(struct cli *cli, const char *bus, uint32_t partition, uint64_t *from)
+{
+    evbus_bus_info *b = NULL;
+    int rc = evbus_bus_describe(cli->client, bus, &b);
+    if (rc != 0)
+        return sdk_fail(cli, rc);
+    for (size_t i = 0; i < b->n_partition_info; i++)
+        if (b->partition_info[i].partition == partition)
+            *from = b->partition_info[i].first_offset;
+    evbus_bus_info_free(b);
+    return 0;
+}
+
 static int cmd_read(struct cli *cli, const struct args *a)
 {
     const char *bus = a->pos[0];
@@ -925,26 +1036,39 @@ static int cmd_read(struct cli *cli, const struct args *a)
     const char *n = opt_get(a, "count");
     if (n && parse_u64("--count", n, 1, UINT64_MAX, &count) != 0)
         return EXIT_USAGE;
+    uint64_t min_index = 0;
+    const char *m = opt_get(a, "min-commit-index");
+    if (m && parse_u64("--min-commit-index", m, 0, UINT64_MAX, &min_index) != 0)
+        return EXIT_USAGE;
+    if (connect_client(cli) != 0)
+        return EXIT_FAIL;
 
+    /* Describe does not wait for the index (a follower may not know a new bus yet), so with
+     * --min-commit-index the first read starts at 0 and only an ERANGE (retention) makes us ask,
+     * then safely, where the partition starts. */
+    bool probe = f == NULL && min_index > 0;
     int rc;
-    if (f == NULL) {
-        /* Start at the first offset still stored, so retention does not make it ERANGE. */
-        evbus_bus_info *b = NULL;
-        rc = evbus_bus_describe(cli->client, bus, &b);
+    if (f == NULL && !probe) {
+        rc = first_offset(cli, bus, (uint32_t)partition, &from);
         if (rc != 0)
-            return sdk_fail(cli, rc);
-        for (size_t i = 0; i < b->n_partition_info; i++)
-            if (b->partition_info[i].partition == partition)
-                from = b->partition_info[i].first_offset;
-        evbus_bus_info_free(b);
+            return rc;
     }
     uint64_t printed = 0;
     while (printed < count) {
         uint64_t want = count - printed;
+        uint32_t max_events =
+            count == UINT64_MAX ? 0 : (uint32_t)(want > UINT32_MAX ? UINT32_MAX : want);
         evbus_read_result *r = NULL;
-        rc = evbus_read(cli->client, bus, (uint32_t)partition, from,
-                        count == UINT64_MAX ? 0 : (uint32_t)(want > UINT32_MAX ? UINT32_MAX : want),
-                        0, &r);
+        rc = evbus_read_after(cli->client, bus, (uint32_t)partition, from, max_events, 0, min_index,
+                              &r);
+        if (rc == EVBUS_ERANGE && probe) {
+            probe = false;
+            rc = first_offset(cli, bus, (uint32_t)partition, &from);
+            if (rc != 0)
+                return rc;
+            continue;
+        }
+        probe = false;
         if (rc != 0)
             return sdk_fail(cli, rc);
         for (size_t i = 0; i < r->n_events && printed < count; i++, printed++) {
@@ -966,30 +1090,35 @@ static const char *yes_no(int v)
     return v ? "yes" : "no";
 }
 
+static json_t *node_json(const evbus_node_status *n)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "node_id", jint(n->node_id));
+    json_object_set_new(o, "raft_addr", jstr(n->raft_addr));
+    json_object_set_new(o, "client_addr", jstr(n->client_addr));
+    json_object_set_new(o, "role", jstr(n->role));
+    json_object_set_new(o, "voter", json_boolean(n->voter));
+    json_object_set_new(o, "leader", json_boolean(n->leader));
+    json_object_set_new(o, "applied_index", jint(n->applied_index));
+    json_object_set_new(o, "commit_index", jint(n->commit_index));
+    json_object_set_new(o, "catching_up", json_boolean(n->catching_up));
+    json_object_set_new(o, "term", jint(n->term));
+    return o;
+}
+
 static int cmd_cluster_status(struct cli *cli, const struct args *a)
 {
     (void)a;
+    if (connect_client(cli) != 0)
+        return EXIT_FAIL;
     evbus_cluster_status *s = NULL;
     int rc = evbus_cluster_status_get(cli->client, &s);
     if (rc != 0)
         return sdk_fail(cli, rc);
     if (cli->json) {
         json_t *nodes = json_array();
-        for (size_t i = 0; i < s->n_nodes; i++) {
-            const evbus_node_status *n = &s->nodes[i];
-            json_t *o = json_object();
-            json_object_set_new(o, "node_id", jint(n->node_id));
-            json_object_set_new(o, "raft_addr", jstr(n->raft_addr));
-            json_object_set_new(o, "client_addr", jstr(n->client_addr));
-            json_object_set_new(o, "role", jstr(n->role));
-            json_object_set_new(o, "voter", json_boolean(n->voter));
-            json_object_set_new(o, "leader", json_boolean(n->leader));
-            json_object_set_new(o, "applied_index", jint(n->applied_index));
-            json_object_set_new(o, "commit_index", jint(n->commit_index));
-            json_object_set_new(o, "catching_up", json_boolean(n->catching_up));
-            json_object_set_new(o, "term", jint(n->term));
-            json_array_append_new(nodes, o);
-        }
+        for (size_t i = 0; i < s->n_nodes; i++)
+            json_array_append_new(nodes, node_json(&s->nodes[i]));
         json_t *o = json_object();
         json_object_set_new(o, "leader_id", jint(s->leader_id));
         json_object_set_new(o, "leader_addr", jstr(s->leader_addr));
@@ -1023,6 +1152,368 @@ static int cmd_cluster_status(struct cli *cli, const struct args *a)
     return rc;
 }
 
+static int cmd_node_status(struct cli *cli, const struct args *a)
+{
+    (void)a;
+    if (connect_client(cli) != 0)
+        return EXIT_FAIL;
+    evbus_node_status *n = NULL;
+    int rc = evbus_node_status_get(cli->client, &n);
+    if (rc != 0)
+        return sdk_fail(cli, rc);
+    if (cli->json) {
+        rc = print_json(node_json(n));
+    } else {
+        printf("node:           %" PRIu32 "\n", n->node_id);
+        printf("raft address:   %s\n", n->raft_addr);
+        printf("client address: %s\n", n->client_addr);
+        printf("role:           %s\n", n->role);
+        printf("voter:          %s\n", yes_no(n->voter));
+        printf("leader:         %s\n", yes_no(n->leader));
+        printf("term:           %" PRIu64 "\n", n->term);
+        printf("applied index:  %" PRIu64 "\n", n->applied_index);
+        printf("commit index:   %" PRIu64 "\n", n->commit_index);
+        printf("catching up:    %s\n", yes_no(n->catching_up));
+    }
+    evbus_node_status_free(n);
+    return rc;
+}
+
+/* A node id argument: 1 .. UINT32_MAX (0 is no node). */
+static int parse_node_id(const char *s, uint32_t *out)
+{
+    uint64_t v = 0;
+    if (parse_u64("node ID", s, 1, UINT32_MAX, &v) != 0)
+        return EXIT_USAGE;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static int cmd_cluster_add_node(struct cli *cli, const struct args *a)
+{
+    uint32_t id;
+    if (parse_node_id(a->pos[0], &id) != 0)
+        return EXIT_USAGE;
+    const char *raft_addr = a->pos[1];
+    const char *client_addr = a->pos[2];
+    if (connect_client(cli) != 0)
+        return EXIT_FAIL;
+    int rc = evbus_cluster_add_node(cli->client, id, raft_addr, client_addr);
+    if (rc != 0)
+        return sdk_fail(cli, rc);
+    if (cli->json)
+        return print_json(json_pack("{s:b,s:I,s:o,s:o}", "ok", 1, "node_id", (json_int_t)id,
+                                    "raft_addr", jstr(raft_addr), "client_addr",
+                                    jstr(client_addr)));
+    printf("added node %" PRIu32 " (raft %s, client %s) as a voter\n", id, raft_addr, client_addr);
+    return 0;
+}
+
+static int cmd_cluster_remove_node(struct cli *cli, const struct args *a)
+{
+    uint32_t id;
+    if (parse_node_id(a->pos[0], &id) != 0)
+        return EXIT_USAGE;
+    if (connect_client(cli) != 0)
+        return EXIT_FAIL;
+    int rc = evbus_cluster_remove_node(cli->client, id);
+    if (rc != 0)
+        return sdk_fail(cli, rc);
+    if (cli->json)
+        return print_json(json_pack("{s:b,s:I}", "ok", 1, "node_id", (json_int_t)id));
+    printf("removed node %" PRIu32 "\n", id);
+    return 0;
+}
+
+static int cmd_cluster_transfer_leader(struct cli *cli, const struct args *a)
+{
+    uint32_t id = 0;
+    if (a->n_pos > 0 && parse_node_id(a->pos[0], &id) != 0)
+        return EXIT_USAGE;
+    if (connect_client(cli) != 0)
+        return EXIT_FAIL;
+    int rc = evbus_cluster_transfer_leader(cli->client, id);
+    if (rc != 0)
+        return sdk_fail(cli, rc);
+    /* Who leads now, for the output; the transfer itself already succeeded. */
+    uint32_t leader_id = 0;
+    evbus_cluster_status *s = NULL;
+    if (evbus_cluster_status_get(cli->client, &s) == 0) {
+        leader_id = s->leader_id;
+        evbus_cluster_status_free(s);
+    }
+    if (cli->json) {
+        json_t *o = json_pack("{s:b,s:I}", "ok", 1, "node_id", (json_int_t)id);
+        if (o && leader_id)
+            json_object_set_new(o, "leader_id", jint(leader_id));
+        return print_json(o);
+    }
+    if (leader_id)
+        printf("leadership transferred; leader is node %" PRIu32 "\n", leader_id);
+    else if (id)
+        printf("leadership transferred to node %" PRIu32 "\n", id);
+    else
+        printf("leadership transferred\n");
+    return 0;
+}
+
+/* ------------------------------------------------------- cluster checksum */
+
+#define CHECKSUM_ROUNDS 5 /* asked again while replicas differ only by lag */
+#define CHECKSUM_ROUND_GAP_MS 200
+
+/* One member's answer (or why there is none). */
+struct node_sum {
+    uint32_t node_id;
+    const char *addr; /* borrowed from the cluster status */
+    evbus_checksum *sum;
+    int err;
+    char errmsg[300];
+};
+
+/* Asks one member through a client whose only server is that member (nothing is redirected). */
+static void node_sum_get(const struct cli *cli, const char *bus, struct node_sum *ns)
+{
+    evbus_checksum_free(ns->sum);
+    ns->sum = NULL;
+    ns->err = 0;
+    ns->errmsg[0] = '\0';
+    if (ns->addr == NULL || ns->addr[0] == '\0') {
+        ns->err = EVBUS_EINVAL;
+        snprintf(ns->errmsg, sizeof(ns->errmsg), "no client address known");
+        return;
+    }
+    evbus_client_options opts;
+    client_options(cli, ns->addr, &opts);
+    evbus_client *c = NULL;
+    int rc = evbus_client_create(&opts, &c);
+    if (rc != 0) {
+        ns->err = rc;
+        snprintf(ns->errmsg, sizeof(ns->errmsg), "cannot connect: %s", evbus_strerror(rc));
+        return;
+    }
+    rc = evbus_bus_checksum(c, bus, &ns->sum);
+    if (rc != 0) {
+        ns->err = rc;
+        const char *m = evbus_client_errmsg(c);
+        snprintf(ns->errmsg, sizeof(ns->errmsg), "%s", m[0] ? m : evbus_strerror(rc));
+    }
+    evbus_client_destroy(c);
+}
+
+static const evbus_partition_checksum *find_partition(const evbus_checksum *s, uint32_t partition)
+{
+    for (size_t i = 0; i < s->n_partitions; i++)
+        if (s->partitions[i].partition == partition)
+            return &s->partitions[i];
+    return NULL;
+}
+
+static bool partition_equal(const evbus_partition_checksum *x, const evbus_partition_checksum *y)
+{
+    return x && y && x->first_offset == y->first_offset && x->next_offset == y->next_offset &&
+           x->events == y->events && x->checksum == y->checksum;
+}
+
+/* Whether two answers hold the same partitions with the same contents. */
+static bool sums_equal(const evbus_checksum *x, const evbus_checksum *y)
+{
+    if (x->n_partitions != y->n_partitions)
+        return false;
+    for (size_t i = 0; i < x->n_partitions; i++)
+        if (!partition_equal(&x->partitions[i], find_partition(y, x->partitions[i].partition)))
+            return false;
+    return true;
+}
+
+struct sum_verdict {
+    const struct node_sum *ref; /* first member that answered; NULL when none did */
+    bool match;                 /* every member answered, all equal to ref */
+    bool lag_only;              /* all answered, they differ and so do their applied indexes */
+};
+
+static struct sum_verdict sums_compare(const struct node_sum *sums, size_t n)
+{
+    struct sum_verdict v = {NULL, true, false};
+    bool all_answered = true;
+    bool same_applied = true;
+    for (size_t i = 0; i < n; i++) {
+        if (sums[i].sum == NULL) {
+            all_answered = false;
+            v.match = false;
+            continue;
+        }
+        if (v.ref == NULL) {
+            v.ref = &sums[i];
+            continue;
+        }
+        if (!sums_equal(v.ref->sum, sums[i].sum))
+            v.match = false;
+        if (sums[i].sum->applied_index != v.ref->sum->applied_index)
+            same_applied = false;
+    }
+    if (v.ref == NULL)
+        v.match = false;
+    v.lag_only = !v.match && all_answered && !same_applied;
+    return v;
+}
+
+static json_t *node_sum_json(const struct node_sum *ns)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "node_id", jint(ns->node_id));
+    json_object_set_new(o, "client_addr", jstr(ns->addr));
+    json_t *parts = json_array();
+    if (ns->sum == NULL) {
+        json_object_set_new(o, "applied_index", json_null());
+        char err[400];
+        snprintf(err, sizeof(err), "%s (%s)", ns->errmsg, evbus_errname(ns->err));
+        json_object_set_new(o, "error", jstr(err));
+        json_object_set_new(o, "error_name", jstr(evbus_errname(ns->err)));
+    } else {
+        json_object_set_new(o, "applied_index", jint(ns->sum->applied_index));
+        for (size_t i = 0; i < ns->sum->n_partitions; i++) {
+            const evbus_partition_checksum *p = &ns->sum->partitions[i];
+            char hex[20];
+            snprintf(hex, sizeof(hex), "%016" PRIx64, p->checksum);
+            json_array_append_new(parts, json_pack("{s:I,s:I,s:I,s:I,s:s}", "partition",
+                                                   (json_int_t)p->partition, "first_offset",
+                                                   (json_int_t)p->first_offset, "next_offset",
+                                                   (json_int_t)p->next_offset, "events",
+                                                   (json_int_t)p->events, "checksum", hex));
+        }
+    }
+    json_object_set_new(o, "partitions", parts);
+    return o;
+}
+
+static void sums_print(const struct node_sum *sums, size_t n, const struct sum_verdict *v)
+{
+    struct table t = {.n_cols = 8};
+    const char *head[] = {"NODE",  "ADDRESS", "APPLIED", "PARTITION",
+                          "FIRST", "NEXT",    "EVENTS",  "CHECKSUM"};
+    table_add(&t, head);
+    for (size_t i = 0; i < n; i++) {
+        const evbus_checksum *s = sums[i].sum;
+        char id[16], applied[24];
+        snprintf(id, sizeof(id), "%" PRIu32, sums[i].node_id);
+        snprintf(applied, sizeof(applied), "%" PRIu64, s ? s->applied_index : 0);
+        if (s == NULL) {
+            const char *row[] = {id, sums[i].addr, "-", "-", "-", "-", "-", "-"};
+            table_add(&t, row);
+            continue;
+        }
+        if (s->n_partitions == 0) {
+            const char *row[] = {id, sums[i].addr, applied, "-", "-", "-", "-", "-"};
+            table_add(&t, row);
+        }
+        for (size_t k = 0; k < s->n_partitions; k++) {
+            const evbus_partition_checksum *p = &s->partitions[k];
+            char c0[16], c1[24], c2[24], c3[24], c4[20];
+            snprintf(c0, sizeof(c0), "%" PRIu32, p->partition);
+            snprintf(c1, sizeof(c1), "%" PRIu64, p->first_offset);
+            snprintf(c2, sizeof(c2), "%" PRIu64, p->next_offset);
+            snprintf(c3, sizeof(c3), "%" PRIu64, p->events);
+            snprintf(c4, sizeof(c4), "%016" PRIx64, p->checksum);
+            const char *row[] = {id, sums[i].addr, applied, c0, c1, c2, c3, c4};
+            table_add(&t, row);
+        }
+    }
+    table_print_free(&t);
+    for (size_t i = 0; i < n; i++)
+        if (sums[i].sum == NULL)
+            printf("node %" PRIu32 " (%s): %s (%s)\n", sums[i].node_id, sums[i].addr,
+                   sums[i].errmsg, evbus_errname(sums[i].err));
+    /* What differs from the reference node, partition by partition. */
+    for (size_t i = 0; v->ref && i < n; i++) {
+        const evbus_checksum *s = sums[i].sum;
+        const evbus_checksum *r = v->ref->sum;
+        if (s == NULL || &sums[i] == v->ref)
+            continue;
+        for (size_t k = 0; k < r->n_partitions; k++) {
+            const evbus_partition_checksum *p = find_partition(s, r->partitions[k].partition);
+            if (p == NULL)
+                printf("partition %" PRIu32 ": missing on node %" PRIu32 "\n",
+                       r->partitions[k].partition, sums[i].node_id);
+            else if (!partition_equal(p, &r->partitions[k]))
+                printf("partition %" PRIu32 ": node %" PRIu32 " differs from node %" PRIu32 "\n",
+                       p->partition, sums[i].node_id, v->ref->node_id);
+        }
+        for (size_t k = 0; k < s->n_partitions; k++)
+            if (find_partition(r, s->partitions[k].partition) == NULL)
+                printf("partition %" PRIu32 ": only on node %" PRIu32 ", not on node %" PRIu32 "\n",
+                       s->partitions[k].partition, sums[i].node_id, v->ref->node_id);
+    }
+    if (v->lag_only)
+        printf("note: the nodes' applied indexes differ; one may still be catching up\n");
+}
+
+static int cmd_cluster_checksum(struct cli *cli, const struct args *a)
+{
+    const char *bus = a->pos[0];
+    if (connect_client(cli) != 0)
+        return EXIT_FAIL;
+    evbus_cluster_status *st = NULL;
+    int rc = evbus_cluster_status_get(cli->client, &st);
+    if (rc != 0)
+        return sdk_fail(cli, rc);
+    if (st->n_nodes == 0) {
+        evbus_cluster_status_free(st);
+        return fail(EVBUS_EPROTO, "the cluster status lists no nodes");
+    }
+    struct node_sum *sums = calloc(st->n_nodes, sizeof(*sums));
+    if (sums == NULL) {
+        evbus_cluster_status_free(st);
+        return fail(EVBUS_ENOMEM, "out of memory");
+    }
+    size_t n = st->n_nodes;
+    for (size_t i = 0; i < n; i++) {
+        sums[i].node_id = st->nodes[i].node_id;
+        sums[i].addr = st->nodes[i].client_addr;
+    }
+    /* A follower applies a commit a heartbeat after the leader: when the only difference may be
+     * that lag, ask again a few times before calling it a divergence. */
+    struct sum_verdict v;
+    for (int round = 0;; round++) {
+        for (size_t i = 0; i < n; i++)
+            node_sum_get(cli, bus, &sums[i]);
+        v = sums_compare(sums, n);
+        if (v.match || !v.lag_only || round + 1 >= CHECKSUM_ROUNDS)
+            break;
+        struct timespec gap = {0, CHECKSUM_ROUND_GAP_MS * 1000000L};
+        nanosleep(&gap, NULL);
+    }
+
+    int status = v.match ? 0 : EXIT_DIFFER;
+    if (cli->json) {
+        json_t *nodes = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(nodes, node_sum_json(&sums[i]));
+        json_t *o = json_object();
+        json_object_set_new(o, "bus", jstr(bus));
+        json_object_set_new(o, "match", json_boolean(v.match));
+        json_object_set_new(o, "nodes", nodes);
+        if (print_json(o) != 0)
+            status = EXIT_FAIL;
+    } else if (v.ref == NULL) {
+        for (size_t i = 0; i < n; i++)
+            printf("node %" PRIu32 " (%s): %s (%s)\n", sums[i].node_id, sums[i].addr,
+                   sums[i].errmsg, evbus_errname(sums[i].err));
+    } else {
+        sums_print(sums, n, &v);
+        printf("replicas %s\n", v.match ? "match" : "DIFFER");
+    }
+    /* Nothing to compare: an error (no such bus, or no node answers checksums), not a verdict. */
+    if (v.ref == NULL)
+        status = fail(sums[0].err, "no node answered for bus %s: %s", bus, sums[0].errmsg);
+
+    for (size_t i = 0; i < n; i++)
+        evbus_checksum_free(sums[i].sum);
+    free(sums);
+    evbus_cluster_status_free(st);
+    return status;
+}
+
 static int cmd_help(struct cli *cli, const struct args *a)
 {
     (void)cli;
@@ -1032,22 +1523,6 @@ static int cmd_help(struct cli *cli, const struct args *a)
 }
 
 /* -------------------------------------------------------------------- main */
-
-static int connect_client(struct cli *cli)
-{
-    evbus_client_options opts;
-    evbus_client_options_init(&opts);
-    opts.servers = cli->servers;
-    opts.client_name = PROG;
-    if (cli->timeout_ms)
-        opts.timeout_ms = cli->timeout_ms;
-    int rc = evbus_client_create(&opts, &cli->client);
-    if (rc == EVBUS_EINVAL)
-        return fail(rc, "bad server list \"%s\": want host:port[,host:port...]", cli->servers);
-    if (rc != 0)
-        return fail(rc, "cannot connect to %s: %s", cli->servers, evbus_strerror(rc));
-    return 0;
-}
 
 int main(int argc, char **argv)
 {
@@ -1091,11 +1566,6 @@ int main(int argc, char **argv)
     if (cli.servers == NULL) {
         const char *env = getenv("EVBUS_SERVERS");
         cli.servers = env && env[0] ? env : DEFAULT_SERVERS;
-    }
-    if (cmd->connect) {
-        status = connect_client(&cli);
-        if (status != 0)
-            goto out;
     }
     status = cmd->run(&cli, &a);
     evbus_client_destroy(cli.client);

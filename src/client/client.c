@@ -13,8 +13,9 @@
  *
  *   submit --> unsent --(pump: connection READY, not_before reached)--> inflight
  *                ^                                                         |
- *                |   ENOTLEADER (follow leader_addr), ENOLEADER, EUNAVAIL,  |
- *                +-- EBUSY (backoff), disconnect of a retry-safe request --+
+ *                |  resend (the retry table below): ENOTLEADER (follow     |
+ *                |  leader_addr), ENOLEADER, EUNAVAIL, EBUSY (backoff),    |
+ *                +-- lost connection, no answer within the attempt bound --+
  *                                                                          |
  *   (blocking: the waiting call sees req->done)  <--  complete  <----------+
  *   (async: done queue, callback from dispatch)       answer, error, deadline
@@ -37,18 +38,54 @@
  * connect goes to the leader named by the last ENOTLEADER if any, else to the
  * next server of the list; after a whole round of failed attempts the next one
  * waits (50 ms doubling to 1 s, with jitter). A deliberate switch of server
- * (follow the leader, rotate after ENOLEADER/EUNAVAIL) waits until nothing is
- * in flight, so an answer already on its way is never thrown away.
+ * (follow the leader, rotate after ENOLEADER/EUNAVAIL or an attempt without
+ * answer) waits until nothing is in flight, so an answer already on its way is
+ * never thrown away.
  *
- * What is retried: ENOTLEADER, ENOLEADER, EUNAVAIL and EBUSY mean the server did
- * nothing, so any request is resent until its deadline, which then reports the
- * last of these errors. ENOTLEADER's leader_addr is followed up to MAX_REDIRECTS
- * times, the first at once and later ones after a growing wait (a hint may name
- * a leader that just died). A lost connection leaves the outcome of an
- * unanswered request unknown: reads, describe, list and status are resent;
- * publish, create and delete complete with EVBUS_ECONN (asynchronous ones always
- * do). A protocol error fails what was in flight with EVBUS_EPROTO: resending
- * would meet the same server bug.
+ * Idempotent publishing (options.idempotent, the default). At create the client
+ * picks a random non-zero producer id (getrandom); every publish takes the next
+ * sequence number (from 1) when it is submitted, and both go into the body, so
+ * every resend of that publish carries the same pair and the server's dedup
+ * table answers a resend of a stored publish with the original offsets. That
+ * makes a publish whose outcome is unknown safe to resend. An attempt of an
+ * idempotent publish that gets no answer within attempt_ms (a third of the
+ * timeout, at least ATTEMPT_MIN_MS) is abandoned and resent after a reconnect.
+ * Publishes are (re)sent in submit order: a resend is queued before the
+ * publishes submitted after it, and a publish waiting for its backoff holds back
+ * the later ones, so a producer's events keep their order per partition.
+ * At most MAX_INFLIGHT_IDEM idempotent publishes are on the wire at once (the
+ * rest wait in `unsent`): the server remembers a producer's last dedup-window
+ * sequences (16 by default) and answers an older unknown one EVBUS_ESEQUENCE, so
+ * with a deeper pipeline the resends after a lost connection would fall out of
+ * the window. With the cap, every resend is either remembered or newer than the
+ * window's oldest.
+ *
+ * What is retried, per kind of request, until the request's deadline (the
+ * timeout from submit); "resend" goes to the same or, after a switch, another
+ * server; "final" completes the request with that code:
+ *
+ *   kind (req_kind)              ENOTLEADER  ENOLEADER  EBUSY   EUNAVAIL  lost conn.  no answer
+ *   READ: read, describe, list,  follow      resend     resend  resend    resend      deadline
+ *     cluster status (EBACKFILL: resend, to the next server when there is one)
+ *   NODE: node status, checksum  final       final      resend  final     resend      deadline
+ *   WRITE: create/delete bus,    follow      resend     resend  final(*)  ECONN(*)    deadline(*)
+ *     publish, not idempotent
+ *   PUBLISH_IDEM: publish,       follow      resend     resend  resend    resend      resend
+ *     idempotent (default)                                      (*)       (*)         (*)
+ *   MEMBER: add/remove node,     follow      resend     final   final(*)  ECONN(*)    deadline(*)
+ *     transfer leader
+ *
+ * (*) the outcome is unknown: the server may have done it. ENOTLEADER, ENOLEADER
+ * and EBUSY mean it did nothing; EUNAVAIL on a write means leadership was lost
+ * with the entry proposed. NODE requests ask about the answering node, so they
+ * are never redirected and its EUNAVAIL (backfilling) is the answer. ENOTLEADER's
+ * leader_addr is followed up to MAX_REDIRECTS times, the first at once and later
+ * ones after a growing wait (a hint may name a leader that just died). At the
+ * deadline a request reports its last error; one with an earlier attempt of
+ * unknown outcome reports EVBUS_ETIMEDOUT (or EVBUS_ECONN when no connection
+ * could be made), never a code that claims nothing was done. Asynchronous
+ * requests are publishes only. A protocol error fails what was in flight with
+ * EVBUS_EPROTO: resending would meet the same server bug.
  *
  * Invariants:
  *  1. A request is on at most one queue; a blocking request is on none when its
@@ -58,6 +95,8 @@
  *     with EVBUS_ECANCELED.
  *  4. Bytes from the network never reach an assert: a bad frame closes the
  *     connection with EVBUS_EPROTO.
+ *  5. `unsent` is ordered by submit order (req->order), resends included.
+ *  6. A publish's producer id and sequence never change after submit.
  *
  * SIGPIPE: libuv writes sockets with writev(), so a write to a connection the
  * peer has reset raises SIGPIPE, whose default action kills the process. Public
@@ -75,7 +114,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -86,7 +127,11 @@
 #define CONNECT_ATTEMPT_MS 3000u /* TCP connect plus Hello, per server */
 #define BACKOFF_MIN_MS 50u
 #define BACKOFF_MAX_MS 1000u
-#define MAX_REDIRECTS 8u /* then ENOTLEADER is retried like ENOLEADER */
+#define MAX_REDIRECTS 8u     /* then ENOTLEADER is retried like ENOLEADER */
+#define ATTEMPT_MIN_MS 1000u /* floor of an idempotent publish's attempt bound */
+/* Idempotent publishes on the wire at once: at most the server's dedup-window (default 16), so a
+ * resend after a lost connection is still in the window (see the top). */
+#define MAX_INFLIGHT_IDEM 16u
 #define READ_CHUNK 65536u
 #define HELLO_ID 1u
 #define ID_FIELD_MAX_BYTES 11u /* tag byte + 10-byte varint */
@@ -124,19 +169,26 @@ struct req_queue {
     size_t n;
 };
 
+/* How a request is retried: the table at the top. */
+enum req_kind { REQ_READ, REQ_NODE, REQ_WRITE, REQ_PUBLISH_IDEM, REQ_MEMBER };
+
 struct req {
     struct req *prev;
     struct req *next;
     struct req_queue *q;
     const char *what;    /* request name for messages */
     pb_size_t reply_tag; /* Frame body of the success answer */
-    bool retry_safe;     /* may be resent after a lost connection */
+    enum req_kind kind;
+    bool publish;         /* sent in submit order with the other publishes */
+    bool outcome_unknown; /* an attempt may have been carried out (writes only) */
     bool async;
     bool done;
-    uint8_t *body; /* Frame without id (owned) */
+    uint64_t order; /* submit order, for invariant 5 */
+    uint8_t *body;  /* Frame without id (owned) */
     size_t body_len;
     uint64_t id; /* correlation id of the current attempt; 0 when unsent */
     uint64_t deadline_ms;
+    uint64_t attempt_deadline_ms; /* in flight: abandon the attempt then (0: no bound) */
     uint64_t not_before_ms;
     unsigned redirects;
     unsigned retries;
@@ -161,7 +213,11 @@ struct evbus_client {
     char *client_name;
     char *auth_token;
     uint32_t timeout_ms;
+    uint32_t attempt_ms; /* bound of one attempt of an idempotent publish */
     uint32_t max_frame_bytes;
+    bool idempotent;
+    uint64_t producer_id; /* non-zero when idempotent */
+    uint64_t next_sequence;
 
     struct conn *conn;
     uint32_t node_id;
@@ -175,6 +231,7 @@ struct evbus_client {
     char conn_errmsg[ERRMSG_BYTES];
 
     uint64_t next_id;
+    uint64_t next_order;
     uint64_t rng;
     struct req_queue unsent;
     struct req_queue inflight;
@@ -416,6 +473,31 @@ static void q_push(struct req_queue *q, struct req *r)
     r->q = q;
 }
 
+/* Puts a resend back into `unsent` before every request submitted after it (invariant 5). Resends
+ * are old, so the walk from the head is short. */
+static void q_insert_ordered(struct req_queue *q, struct req *r)
+{
+    assert(r->q == NULL);
+    struct req *after = NULL;
+    struct req *before = q->head;
+    while (before && before->order < r->order) {
+        after = before;
+        before = before->next;
+    }
+    r->prev = after;
+    r->next = before;
+    if (after)
+        after->next = r;
+    else
+        q->head = r;
+    if (before)
+        before->prev = r;
+    else
+        q->tail = r;
+    q->n++;
+    r->q = q;
+}
+
 static void q_remove(struct req *r)
 {
     struct req_queue *q = r->q;
@@ -436,6 +518,8 @@ static void q_remove(struct req *r)
 
 /* ---------------------------------------------------------------- requests */
 
+/* Frees what a request owns; the struct itself is the caller's (a blocking call's stack, or the
+ * heap for an async one, freed by dispatch). */
 static void req_free(struct req *req)
 {
     assert(req->q == NULL);
@@ -443,8 +527,6 @@ static void req_free(struct req *req)
     free(req->results);
     if (req->has_reply)
         wire_release(evbus_Frame_fields, &req->reply);
-    if (req->async)
-        free(req);
 }
 
 /* Takes the request off its queue with its final status (errmsg already set when status != 0). */
@@ -461,8 +543,26 @@ static void req_requeue(evbus_client *c, struct req *req, uint64_t not_before_ms
 {
     q_remove(req);
     req->id = 0;
+    req->attempt_deadline_ms = 0;
     req->not_before_ms = not_before_ms;
+    q_insert_ordered(&c->unsent, req);
+}
+
+static void req_submit(evbus_client *c, struct req *req)
+{
+    req->order = c->next_order++;
     q_push(&c->unsent, req);
+}
+
+/* Resent after a lost connection (the outcome of a write is then unknown, hence the dedup). */
+static bool req_resend_on_loss(const struct req *req)
+{
+    return req->kind == REQ_READ || req->kind == REQ_NODE || req->kind == REQ_PUBLISH_IDEM;
+}
+
+static bool req_is_write(const struct req *req)
+{
+    return req->kind == REQ_WRITE || req->kind == REQ_PUBLISH_IDEM || req->kind == REQ_MEMBER;
 }
 
 /* Encodes `f` (id 0) as a request body and checks it fits a frame once the id is added. */
@@ -484,11 +584,12 @@ static int encode_body(evbus_client *c, const evbus_Frame *f, uint8_t **body, si
 }
 
 static void req_init(evbus_client *c, struct req *req, pb_size_t request_tag, pb_size_t reply_tag,
-                     bool retry_safe)
+                     enum req_kind kind)
 {
     req->what = wire_body_name(request_tag);
     req->reply_tag = reply_tag;
-    req->retry_safe = retry_safe;
+    req->kind = kind;
+    req->publish = request_tag == evbus_Frame_put_events_tag;
     req->deadline_ms = now_ms(c) + c->timeout_ms;
 }
 
@@ -564,11 +665,19 @@ static void conn_fail(struct conn *conn, int code, const char *fmt, ...)
     struct req *req = c->inflight.head;
     while (req) {
         struct req *next = req->next;
-        if (req->retry_safe && !req->async && transport) {
+        bool write = req_is_write(req);
+        if (transport && req_resend_on_loss(req)) {
+            if (write) {
+                /* Kept for the deadline's message: this attempt may have been stored. */
+                req->outcome_unknown = true;
+                req->last_err = req_code;
+                req_set_err(req, req_code, "connection to %s lost before the %s answer (%s)",
+                            conn->addr, req->what, why);
+            }
             req_requeue(c, req, now);
         } else {
             req_set_err(req, req_code, "connection to %s lost before the %s answer (%s)%s",
-                        conn->addr, req->what, why, req->retry_safe ? "" : "; outcome unknown");
+                        conn->addr, req->what, why, write ? "; outcome unknown" : "");
             req_complete(c, req, req_code);
             async_failed |= req->async;
         }
@@ -637,6 +746,8 @@ static int conn_send(struct conn *conn, struct req *req)
         return rc;
     q_remove(req);
     req->id = id;
+    if (req->kind == REQ_PUBLISH_IDEM)
+        req->attempt_deadline_ms = uv_now(&c->loop) + c->attempt_ms;
     q_push(&c->inflight, req);
     return 0;
 }
@@ -683,6 +794,19 @@ static struct req *inflight_find(evbus_client *c, uint64_t id)
     return NULL;
 }
 
+/* Whether a server error is retried for this kind of request (the table at the top). */
+static bool error_retried(const struct req *req, int code)
+{
+    switch (code) {
+    case EVBUS_ENOTLEADER:
+    case EVBUS_ENOLEADER: return req->kind != REQ_NODE;
+    case EVBUS_EBUSY: return req->kind != REQ_MEMBER;
+    case EVBUS_EUNAVAIL: return req->kind == REQ_READ || req->kind == REQ_PUBLISH_IDEM;
+    case EVBUS_EBACKFILL: return req->kind == REQ_READ;
+    default: return false;
+    }
+}
+
 static void on_error_reply(struct conn *conn, struct req *req, const evbus_ErrorReply *e)
 {
     evbus_client *c = conn->c;
@@ -693,7 +817,17 @@ static void on_error_reply(struct conn *conn, struct req *req, const evbus_Error
         req_complete(c, req, EVBUS_EPROTO);
         return;
     }
-    req_set_err(req, code, "%s", e->message && e->message[0] ? e->message : evbus_strerror(code));
+    const char *msg = e->message && e->message[0] ? e->message : evbus_strerror(code);
+    /* EUNAVAIL on a write: leadership was lost with the entry proposed, it may still commit. */
+    bool unknown = code == EVBUS_EUNAVAIL && req_is_write(req);
+    req_set_err(req, code, "%s%s", msg,
+                unknown && strstr(msg, "outcome") == NULL ? "; outcome unknown" : "");
+    if (unknown)
+        req->outcome_unknown = true;
+    if (!error_retried(req, code)) {
+        req_complete(c, req, code);
+        return;
+    }
     if (code == EVBUS_ENOTLEADER && e->leader_addr && e->leader_addr[0] &&
         strcmp(e->leader_addr, conn->addr) != 0 && req->redirects < MAX_REDIRECTS) {
         struct endpoint ep;
@@ -711,17 +845,12 @@ static void on_error_reply(struct conn *conn, struct req *req, const evbus_Error
             return;
         }
     }
-    if (code == EVBUS_ENOTLEADER || code == EVBUS_ENOLEADER || code == EVBUS_EUNAVAIL ||
-        code == EVBUS_EBUSY) {
-        /* The server did nothing: retry later; a busy server is asked again, the others may
-         * know less than their peers (partitioned away, still electing), so try the next. */
-        if (code != EVBUS_EBUSY && c->n_eps > 1)
-            c->switch_pending = true;
-        req->last_err = code;
-        req_requeue(c, req, now + backoff_ms(c, req->retries++));
-        return;
-    }
-    req_complete(c, req, code);
+    /* Retry later; a busy server is asked again, the others may know less than their peers
+     * (partitioned away, still electing, no longer leader, backfilling), so try the next. */
+    if (code != EVBUS_EBUSY && c->n_eps > 1)
+        c->switch_pending = true;
+    req->last_err = code;
+    req_requeue(c, req, now + backoff_ms(c, req->retries++));
 }
 
 static void on_ready_frame(struct conn *conn, evbus_Frame *f)
@@ -920,17 +1049,39 @@ out:
 
 /* --------------------------------------------------------------- the loop */
 
+/* Whether publishes must wait because the idempotent ones in flight reached the cap. */
+static bool idem_window_full(evbus_client *c)
+{
+    if (!c->idempotent)
+        return false;
+    size_t n = 0;
+    for (struct req *r = c->inflight.head; r; r = r->next)
+        n += r->kind == REQ_PUBLISH_IDEM;
+    return n >= MAX_INFLIGHT_IDEM;
+}
+
 /* Status of a request whose deadline passed. */
 static void req_expire(evbus_client *c, struct req *req)
 {
+    bool no_conn = c->conn_err != 0 && (c->conn == NULL || c->conn->state == CONN_CONNECTING);
     if (req->q == &c->inflight) {
         req_set_err(req, EVBUS_ETIMEDOUT, "no answer to %s within %u ms%s", req->what,
-                    c->timeout_ms, req->retry_safe ? "" : "; outcome unknown");
+                    c->timeout_ms, req_is_write(req) ? "; outcome unknown" : "");
         req_complete(c, req, EVBUS_ETIMEDOUT);
+    } else if (req->outcome_unknown) {
+        /* An earlier attempt may have been stored: never report a code saying nothing was. */
+        char last[ERRMSG_BYTES / 2];
+        snprintf(last, sizeof(last), "%.200s", req->errmsg);
+        int code = no_conn ? EVBUS_ECONN : EVBUS_ETIMEDOUT;
+        req_set_err(req, code,
+                    "%s not acknowledged within %u ms, outcome unknown (last: %s%s%.200s)",
+                    req->what, c->timeout_ms, last, no_conn ? "; then " : "",
+                    no_conn ? c->conn_errmsg : "");
+        req_complete(c, req, code);
     } else if (req->last_err != 0) {
         /* errmsg still holds the server's words for last_err. */
         req_complete(c, req, req->last_err);
-    } else if (c->conn_err != 0 && (c->conn == NULL || c->conn->state == CONN_CONNECTING)) {
+    } else if (no_conn) {
         req_set_err(req, EVBUS_ECONN, "no connection within %u ms (last error: %s)", c->timeout_ms,
                     c->conn_errmsg);
         req_complete(c, req, EVBUS_ECONN);
@@ -959,8 +1110,18 @@ static void pump(evbus_client *c)
     }
     for (req = c->inflight.head; req; req = next) {
         next = req->next;
-        if (now >= req->deadline_ms)
+        if (now >= req->deadline_ms) {
             req_expire(c, req);
+        } else if (req->attempt_deadline_ms != 0 && now >= req->attempt_deadline_ms) {
+            /* The server or the path to it may be gone without the socket noticing: resend
+             * after a reconnect (the switch waits for the rest in flight). */
+            req->outcome_unknown = true;
+            req->last_err = EVBUS_ETIMEDOUT;
+            req_set_err(req, EVBUS_ETIMEDOUT, "no answer to %s from %s within %u ms", req->what,
+                        c->conn ? c->conn->addr : "?", c->attempt_ms);
+            req_requeue(c, req, now);
+            c->switch_pending = true;
+        }
     }
     if (c->conn && c->conn->state != CONN_READY && now >= c->conn->deadline_ms)
         conn_fail(c->conn, EVBUS_ETIMEDOUT, "no %s within %u ms",
@@ -976,28 +1137,46 @@ static void pump(evbus_client *c)
         conn_start(c);
     if (c->conn && c->conn->state == CONN_READY && !c->switch_pending) {
         struct conn *conn = c->conn;
+        /* A publish waiting for its backoff holds back the later ones, as does a full window. */
+        bool publish_held = idem_window_full(c);
         for (req = c->unsent.head; req && conn->state == CONN_READY; req = next) {
             next = req->next;
-            if (req->not_before_ms <= now && conn_send(conn, req) != 0)
+            if (req->publish && publish_held)
+                continue;
+            if (req->not_before_ms > now) {
+                publish_held |= req->publish;
+                continue;
+            }
+            if (conn_send(conn, req) != 0)
                 break;
+            if (req->publish && idem_window_full(c))
+                publish_held = true;
         }
     }
 }
 
 /* When pump() next has something to do, capped by `limit_ms`. */
-static uint64_t next_wake(evbus_client *c, uint64_t limit_ms)
+static uint64_t next_wake(evbus_client *c, uint64_t now, uint64_t limit_ms)
 {
     uint64_t wake = limit_ms;
     bool can_send = c->conn && c->conn->state == CONN_READY && !c->switch_pending;
+    bool publish_held = idem_window_full(c); /* as in pump(): a held publish is no reason to wake */
     for (struct req *r = c->unsent.head; r; r = r->next) {
         if (r->deadline_ms < wake)
             wake = r->deadline_ms;
-        if (can_send && r->not_before_ms < wake)
+        if (!can_send || (r->publish && publish_held))
+            continue;
+        if (r->not_before_ms < wake)
             wake = r->not_before_ms;
+        if (r->not_before_ms > now)
+            publish_held |= r->publish;
     }
-    for (struct req *r = c->inflight.head; r; r = r->next)
+    for (struct req *r = c->inflight.head; r; r = r->next) {
         if (r->deadline_ms < wake)
             wake = r->deadline_ms;
+        if (r->attempt_deadline_ms != 0 && r->attempt_deadline_ms < wake)
+            wake = r->attempt_deadline_ms;
+    }
     if (c->conn == NULL && (c->unsent.n > 0 || c->want_conn) && c->connect_not_before_ms < wake)
         wake = c->connect_not_before_ms;
     if (c->conn && c->conn->state != CONN_READY && c->conn->deadline_ms < wake)
@@ -1014,7 +1193,7 @@ static void timer_cb(uv_timer_t *t)
 static void turn(evbus_client *c, uint64_t limit_ms)
 {
     uint64_t now = now_ms(c);
-    uint64_t wake = next_wake(c, limit_ms);
+    uint64_t wake = next_wake(c, now, limit_ms);
     if (wake <= now) {
         uv_run(&c->loop, UV_RUN_NOWAIT);
         return;
@@ -1040,6 +1219,7 @@ static int dispatch(evbus_client *c)
         req->cb(req->arg, req->status, req->status == 0 ? req->results : NULL, req->n_entries);
         c->cb_depth--;
         req_free(req);
+        free(req);
         n++;
     }
     return n;
@@ -1052,7 +1232,7 @@ static int wait_req(evbus_client *c, struct req *req)
         return set_err(c, EVBUS_ECLOSED, "client is being destroyed");
     struct sigpipe_guard guard;
     sigpipe_block(&guard);
-    q_push(&c->unsent, req);
+    req_submit(c, req);
     for (;;) {
         dispatch(c);
         pump(c);
@@ -1068,7 +1248,7 @@ static int wait_req(evbus_client *c, struct req *req)
 }
 
 /* Sends a blocking request and waits for it. On 0 the answer is moved into *reply. */
-static int call(evbus_client *c, const evbus_Frame *f, pb_size_t reply_tag, bool retry_safe,
+static int call(evbus_client *c, const evbus_Frame *f, pb_size_t reply_tag, enum req_kind kind,
                 evbus_Frame *reply)
 {
     struct req req;
@@ -1076,7 +1256,7 @@ static int call(evbus_client *c, const evbus_Frame *f, pb_size_t reply_tag, bool
     int rc = encode_body(c, f, &req.body, &req.body_len);
     if (rc != 0)
         return rc;
-    req_init(c, &req, f->which_body, reply_tag, retry_safe);
+    req_init(c, &req, f->which_body, reply_tag, kind);
     rc = wait_req(c, &req);
     if (rc == 0) {
         *reply = req.reply;
@@ -1094,6 +1274,33 @@ void evbus_client_options_init(evbus_client_options *opts)
     opts->client_name = DEFAULT_CLIENT_NAME;
     opts->timeout_ms = DEFAULT_TIMEOUT_MS;
     opts->max_frame_bytes = WIRE_DEFAULT_MAX_FRAME;
+    opts->idempotent = 1;
+}
+
+static uint64_t splitmix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* A random non-zero producer id: two clients sharing one would dedup each other's publishes. */
+static uint64_t producer_id_new(void)
+{
+    uint64_t id = 0;
+    unsigned salt = 0;
+    while (id == 0) {
+        ssize_t n = getrandom(&id, sizeof(id), 0);
+        if (n == (ssize_t)sizeof(id))
+            continue;
+        if (n < 0 && errno == EINTR)
+            continue;
+        /* No getrandom (kernel before 3.17): clock, pid and an address, mixed. */
+        id = splitmix64(uv_hrtime() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&id ^
+                        salt++);
+    }
+    return id;
 }
 
 static void client_free(evbus_client *c, bool loop_ready)
@@ -1130,6 +1337,11 @@ int evbus_client_create(const evbus_client_options *opts, evbus_client **out)
     if (c == NULL)
         return EVBUS_ENOMEM;
     c->timeout_ms = opts->timeout_ms ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
+    c->attempt_ms = c->timeout_ms / 3 > ATTEMPT_MIN_MS ? c->timeout_ms / 3 : ATTEMPT_MIN_MS;
+    c->idempotent = opts->idempotent != 0;
+    if (c->idempotent)
+        c->producer_id = producer_id_new();
+    c->next_sequence = 1;
     c->max_frame_bytes = opts->max_frame_bytes ? opts->max_frame_bytes : WIRE_DEFAULT_MAX_FRAME;
     c->next_id = HELLO_ID + 1;
     c->client_name = strdup(opts->client_name ? opts->client_name : DEFAULT_CLIENT_NAME);
@@ -1237,7 +1449,7 @@ static int check_bus(evbus_client *c, const char *bus)
 
 /* Validates a publish and encodes it as a request body. */
 static int encode_put(evbus_client *c, const char *bus, const evbus_entry *entries, size_t n,
-                      uint8_t **body, size_t *body_len)
+                      uint64_t sequence, uint8_t **body, size_t *body_len)
 {
     int rc = check_bus(c, bus);
     if (rc != 0)
@@ -1279,6 +1491,8 @@ static int encode_put(evbus_client *c, const char *bus, const evbus_entry *entri
     f.body.put_events.bus = (char *)bus;
     f.body.put_events.entries_count = (pb_size_t)n;
     f.body.put_events.entries = pe;
+    f.body.put_events.producer_id = sequence ? c->producer_id : 0;
+    f.body.put_events.sequence = sequence;
     rc = encode_body(c, &f, body, body_len);
     free(pe);
     return rc;
@@ -1294,11 +1508,16 @@ int evbus_put_events(evbus_client *c, const char *bus, const evbus_entry *entrie
         return set_err(c, EVBUS_EINVAL, "results is NULL");
     struct req req;
     memset(&req, 0, sizeof(req));
-    int rc = encode_put(c, bus, entries, n, &req.body, &req.body_len);
+    /* The sequence is taken only by a request that is submitted (invariant 6). */
+    uint64_t sequence = c->idempotent ? c->next_sequence : 0;
+    int rc = encode_put(c, bus, entries, n, sequence, &req.body, &req.body_len);
     if (rc != 0)
         return rc;
+    if (sequence)
+        c->next_sequence++;
 
-    req_init(c, &req, evbus_Frame_put_events_tag, evbus_Frame_put_events_reply_tag, false);
+    req_init(c, &req, evbus_Frame_put_events_tag, evbus_Frame_put_events_reply_tag,
+             c->idempotent ? REQ_PUBLISH_IDEM : REQ_WRITE);
     rc = wait_req(c, &req);
     if (rc != 0)
         goto out;
@@ -1345,17 +1564,21 @@ int evbus_put_events_async(evbus_client *c, const char *bus, const evbus_entry *
     struct req *req = calloc(1, sizeof(*req));
     if (req == NULL)
         return set_err(c, EVBUS_ENOMEM, "out of memory");
-    int rc = encode_put(c, bus, entries, n, &req->body, &req->body_len);
+    uint64_t sequence = c->idempotent ? c->next_sequence : 0;
+    int rc = encode_put(c, bus, entries, n, sequence, &req->body, &req->body_len);
     if (rc != 0) {
         free(req);
         return rc;
     }
-    req_init(c, req, evbus_Frame_put_events_tag, evbus_Frame_put_events_reply_tag, false);
+    if (sequence)
+        c->next_sequence++;
+    req_init(c, req, evbus_Frame_put_events_tag, evbus_Frame_put_events_reply_tag,
+             c->idempotent ? REQ_PUBLISH_IDEM : REQ_WRITE);
     req->async = true;
     req->cb = cb;
     req->arg = arg;
     req->n_entries = n;
-    q_push(&c->unsent, req);
+    req_submit(c, req);
     c->n_async++;
     /* Write now when connected; otherwise the connect starts here and goes on in poll. The
      * callback itself always waits for poll or a blocking call, even if the request failed. */
@@ -1400,6 +1623,13 @@ int evbus_client_poll(evbus_client *c, uint32_t timeout_ms)
 int evbus_read(evbus_client *c, const char *bus, uint32_t partition, uint64_t from_offset,
                uint32_t max_events, uint32_t max_bytes, evbus_read_result **out)
 {
+    return evbus_read_after(c, bus, partition, from_offset, max_events, max_bytes, 0, out);
+}
+
+int evbus_read_after(evbus_client *c, const char *bus, uint32_t partition, uint64_t from_offset,
+                     uint32_t max_events, uint32_t max_bytes, uint64_t min_commit_index,
+                     evbus_read_result **out)
+{
     if (c == NULL)
         return EVBUS_EINVAL;
     c->errmsg[0] = '\0';
@@ -1417,8 +1647,9 @@ int evbus_read(evbus_client *c, const char *bus, uint32_t partition, uint64_t fr
     f.body.read_log.from_offset = from_offset;
     f.body.read_log.max_events = max_events;
     f.body.read_log.max_bytes = max_bytes;
+    f.body.read_log.min_commit_index = min_commit_index;
     evbus_Frame reply = evbus_Frame_init_zero;
-    rc = call(c, &f, evbus_Frame_read_log_reply_tag, true, &reply);
+    rc = call(c, &f, evbus_Frame_read_log_reply_tag, REQ_READ, &reply);
     if (rc != 0)
         return rc;
 
@@ -1436,12 +1667,12 @@ int evbus_read(evbus_client *c, const char *bus, uint32_t partition, uint64_t fr
     }
     for (pb_size_t i = 0; i < rep->events_count; i++) {
         const evbus_LogEvent *le = &rep->events[i];
-        size_t len = le->event ? le->event->size : 0;
+        size_t len = le->event ? strlen(le->event) : 0;
         char *json = malloc(len + 1);
         if (json == NULL)
             goto nomem;
         if (len)
-            memcpy(json, le->event->bytes, len);
+            memcpy(json, le->event, len);
         json[len] = '\0';
         r->events[i].offset = le->offset;
         r->events[i].json = json;
@@ -1502,10 +1733,10 @@ static void bus_info_clear(evbus_bus_info *b)
 }
 
 /* A blocking admin call whose answer is only checked, not returned. */
-static int call_admin(evbus_client *c, evbus_Frame *f, pb_size_t reply_tag)
+static int call_admin(evbus_client *c, evbus_Frame *f, pb_size_t reply_tag, enum req_kind kind)
 {
     evbus_Frame reply = evbus_Frame_init_zero;
-    int rc = call(c, f, reply_tag, false, &reply);
+    int rc = call(c, f, reply_tag, kind, &reply);
     if (rc == 0)
         wire_release(evbus_Frame_fields, &reply);
     return rc;
@@ -1523,7 +1754,7 @@ int evbus_bus_create(evbus_client *c, const char *name, uint32_t partitions)
     f.which_body = evbus_Frame_create_bus_tag;
     f.body.create_bus.name = (char *)name;
     f.body.create_bus.partitions = partitions;
-    return call_admin(c, &f, evbus_Frame_bus_reply_tag);
+    return call_admin(c, &f, evbus_Frame_bus_reply_tag, REQ_WRITE);
 }
 
 int evbus_bus_delete(evbus_client *c, const char *name)
@@ -1537,7 +1768,7 @@ int evbus_bus_delete(evbus_client *c, const char *name)
     evbus_Frame f = evbus_Frame_init_zero;
     f.which_body = evbus_Frame_delete_bus_tag;
     f.body.delete_bus.name = (char *)name;
-    return call_admin(c, &f, evbus_Frame_ok_tag);
+    return call_admin(c, &f, evbus_Frame_ok_tag, REQ_WRITE);
 }
 
 int evbus_bus_describe(evbus_client *c, const char *name, evbus_bus_info **out)
@@ -1555,7 +1786,7 @@ int evbus_bus_describe(evbus_client *c, const char *name, evbus_bus_info **out)
     f.which_body = evbus_Frame_describe_bus_tag;
     f.body.describe_bus.name = (char *)name;
     evbus_Frame reply = evbus_Frame_init_zero;
-    rc = call(c, &f, evbus_Frame_bus_reply_tag, true, &reply);
+    rc = call(c, &f, evbus_Frame_bus_reply_tag, REQ_READ, &reply);
     if (rc != 0)
         return rc;
     evbus_bus_info *b = NULL;
@@ -1596,7 +1827,7 @@ int evbus_bus_list(evbus_client *c, evbus_bus_info **out, size_t *n)
     evbus_Frame f = evbus_Frame_init_zero;
     f.which_body = evbus_Frame_list_buses_tag;
     evbus_Frame reply = evbus_Frame_init_zero;
-    int rc = call(c, &f, evbus_Frame_list_buses_reply_tag, true, &reply);
+    int rc = call(c, &f, evbus_Frame_list_buses_reply_tag, REQ_READ, &reply);
     if (rc != 0)
         return rc;
     const evbus_ListBusesReply *rep = &reply.body.list_buses_reply;
@@ -1635,6 +1866,31 @@ void evbus_bus_list_free(evbus_bus_info *buses, size_t n)
 
 /* ---------------------------------------------------------------- cluster */
 
+/* Fills `dst` (zeroed); on ENOMEM what was copied is freed with node_status_clear. */
+static int node_status_copy(evbus_node_status *dst, const evbus_NodeStatus *src)
+{
+    dst->node_id = src->node_id;
+    dst->voter = src->voter;
+    dst->leader = src->leader;
+    dst->applied_index = src->applied_index;
+    dst->commit_index = src->commit_index;
+    dst->catching_up = src->catching_up;
+    dst->term = src->term;
+    dst->raft_addr = strdup(nz(src->raft_addr));
+    dst->client_addr = strdup(nz(src->client_addr));
+    dst->role = strdup(nz(src->role));
+    if (dst->raft_addr == NULL || dst->client_addr == NULL || dst->role == NULL)
+        return EVBUS_ENOMEM;
+    return 0;
+}
+
+static void node_status_clear(evbus_node_status *n)
+{
+    free(n->raft_addr);
+    free(n->client_addr);
+    free(n->role);
+}
+
 int evbus_cluster_status_get(evbus_client *c, evbus_cluster_status **out)
 {
     if (c == NULL)
@@ -1646,7 +1902,7 @@ int evbus_cluster_status_get(evbus_client *c, evbus_cluster_status **out)
     evbus_Frame f = evbus_Frame_init_zero;
     f.which_body = evbus_Frame_cluster_status_tag;
     evbus_Frame reply = evbus_Frame_init_zero;
-    int rc = call(c, &f, evbus_Frame_cluster_status_reply_tag, true, &reply);
+    int rc = call(c, &f, evbus_Frame_cluster_status_reply_tag, REQ_READ, &reply);
     if (rc != 0)
         return rc;
     const evbus_ClusterStatusReply *rep = &reply.body.cluster_status_reply;
@@ -1664,20 +1920,8 @@ int evbus_cluster_status_get(evbus_client *c, evbus_cluster_status **out)
             goto nomem;
     }
     for (pb_size_t i = 0; i < rep->nodes_count; i++) {
-        const evbus_NodeStatus *src = &rep->nodes[i];
-        evbus_node_status *dst = &s->nodes[i];
-        s->n_nodes++; /* before the strdups: a partial node is freed with the others */
-        dst->node_id = src->node_id;
-        dst->voter = src->voter;
-        dst->leader = src->leader;
-        dst->applied_index = src->applied_index;
-        dst->commit_index = src->commit_index;
-        dst->catching_up = src->catching_up;
-        dst->term = src->term;
-        dst->raft_addr = strdup(nz(src->raft_addr));
-        dst->client_addr = strdup(nz(src->client_addr));
-        dst->role = strdup(nz(src->role));
-        if (dst->raft_addr == NULL || dst->client_addr == NULL || dst->role == NULL)
+        s->n_nodes++; /* before the copy: a partial node is freed with the others */
+        if (node_status_copy(&s->nodes[i], &rep->nodes[i]) != 0)
             goto nomem;
     }
     wire_release(evbus_Frame_fields, &reply);
@@ -1694,12 +1938,152 @@ void evbus_cluster_status_free(evbus_cluster_status *s)
 {
     if (s == NULL)
         return;
-    for (size_t i = 0; i < s->n_nodes; i++) {
-        free(s->nodes[i].raft_addr);
-        free(s->nodes[i].client_addr);
-        free(s->nodes[i].role);
-    }
+    for (size_t i = 0; i < s->n_nodes; i++)
+        node_status_clear(&s->nodes[i]);
     free(s->nodes);
     free(s->leader_addr);
+    free(s);
+}
+
+int evbus_node_status_get(evbus_client *c, evbus_node_status **out)
+{
+    if (c == NULL)
+        return EVBUS_EINVAL;
+    c->errmsg[0] = '\0';
+    if (out == NULL)
+        return set_err(c, EVBUS_EINVAL, "out is NULL");
+    *out = NULL;
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.which_body = evbus_Frame_node_status_tag;
+    evbus_Frame reply = evbus_Frame_init_zero;
+    int rc = call(c, &f, evbus_Frame_node_status_reply_tag, REQ_NODE, &reply);
+    if (rc != 0)
+        return rc;
+    evbus_node_status *n = NULL;
+    if (!reply.body.node_status_reply.has_node) {
+        rc = set_err(c, EVBUS_EPROTO, "NodeStatus answer without a node");
+        goto out;
+    }
+    n = calloc(1, sizeof(*n));
+    if (n == NULL || node_status_copy(n, &reply.body.node_status_reply.node) != 0) {
+        evbus_node_status_free(n);
+        n = NULL;
+        rc = set_err(c, EVBUS_ENOMEM, "out of memory");
+        goto out;
+    }
+    *out = n;
+out:
+    wire_release(evbus_Frame_fields, &reply);
+    return rc;
+}
+
+void evbus_node_status_free(evbus_node_status *n)
+{
+    if (n == NULL)
+        return;
+    node_status_clear(n);
+    free(n);
+}
+
+/* ------------------------------------------------------------- membership */
+
+int evbus_cluster_add_node(evbus_client *c, uint32_t node_id, const char *raft_addr,
+                           const char *client_addr)
+{
+    if (c == NULL)
+        return EVBUS_EINVAL;
+    c->errmsg[0] = '\0';
+    if (node_id == 0)
+        return set_err(c, EVBUS_EINVAL, "node id 0 is not a valid id");
+    if (raft_addr == NULL || raft_addr[0] == '\0' || client_addr == NULL || client_addr[0] == '\0')
+        return set_err(c, EVBUS_EINVAL, "a new node needs a Raft address and a client address");
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.which_body = evbus_Frame_add_node_tag;
+    f.body.add_node.node_id = node_id;
+    f.body.add_node.raft_addr = (char *)raft_addr;
+    f.body.add_node.client_addr = (char *)client_addr;
+    return call_admin(c, &f, evbus_Frame_ok_tag, REQ_MEMBER);
+}
+
+int evbus_cluster_remove_node(evbus_client *c, uint32_t node_id)
+{
+    if (c == NULL)
+        return EVBUS_EINVAL;
+    c->errmsg[0] = '\0';
+    if (node_id == 0)
+        return set_err(c, EVBUS_EINVAL, "node id 0 is not a valid id");
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.which_body = evbus_Frame_remove_node_tag;
+    f.body.remove_node.node_id = node_id;
+    return call_admin(c, &f, evbus_Frame_ok_tag, REQ_MEMBER);
+}
+
+int evbus_cluster_transfer_leader(evbus_client *c, uint32_t node_id)
+{
+    if (c == NULL)
+        return EVBUS_EINVAL;
+    c->errmsg[0] = '\0';
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.which_body = evbus_Frame_transfer_leader_tag;
+    f.body.transfer_leader.node_id = node_id;
+    return call_admin(c, &f, evbus_Frame_ok_tag, REQ_MEMBER);
+}
+
+/* --------------------------------------------------------------- checksum */
+
+int evbus_bus_checksum(evbus_client *c, const char *bus, evbus_checksum **out)
+{
+    if (c == NULL)
+        return EVBUS_EINVAL;
+    c->errmsg[0] = '\0';
+    if (out == NULL)
+        return set_err(c, EVBUS_EINVAL, "out is NULL");
+    *out = NULL;
+    int rc = check_bus(c, bus);
+    if (rc != 0)
+        return rc;
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.which_body = evbus_Frame_checksum_tag;
+    f.body.checksum.bus = (char *)bus;
+    evbus_Frame reply = evbus_Frame_init_zero;
+    rc = call(c, &f, evbus_Frame_checksum_reply_tag, REQ_NODE, &reply);
+    if (rc != 0)
+        return rc;
+    const evbus_ChecksumReply *rep = &reply.body.checksum_reply;
+    evbus_checksum *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        goto nomem;
+    s->node_id = rep->node_id;
+    s->applied_index = rep->applied_index;
+    if (rep->partitions_count > 0) {
+        s->partitions = calloc(rep->partitions_count, sizeof(*s->partitions));
+        if (s->partitions == NULL)
+            goto nomem;
+        s->n_partitions = rep->partitions_count;
+    }
+    for (pb_size_t i = 0; i < rep->partitions_count; i++) {
+        const evbus_PartitionChecksum *src = &rep->partitions[i];
+        evbus_partition_checksum *dst = &s->partitions[i];
+        dst->partition = src->partition;
+        dst->first_offset = src->first_offset;
+        dst->next_offset = src->next_offset;
+        dst->checksum = src->checksum;
+        dst->events = src->events;
+    }
+    wire_release(evbus_Frame_fields, &reply);
+    *out = s;
+    return 0;
+
+nomem:
+    evbus_checksum_free(s);
+    wire_release(evbus_Frame_fields, &reply);
+    return set_err(c, EVBUS_ENOMEM, "out of memory");
+}
+
+void evbus_checksum_free(evbus_checksum *s)
+{
+    if (s == NULL)
+        return;
+    free(s->partitions);
     free(s);
 }
