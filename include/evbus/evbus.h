@@ -37,10 +37,10 @@ extern "C" {
 typedef struct evbus_client evbus_client;
 
 typedef struct evbus_client_options {
-    const char *servers;     /* "host:port[,host:port...]"; required */
-    const char *client_name; /* sent in Hello; default "libevbus" */
-    const char *auth_token;  /* sent in Hello; default none */
-    uint32_t timeout_ms;     /* bound of each blocking call, default 10000 */
+    const char *servers;      /* "host:port[,host:port...]"; required */
+    const char *client_name;  /* sent in Hello; default "libevbus" */
+    const char *auth_token;   /* sent in Hello; default none */
+    uint32_t timeout_ms;      /* bound of each blocking call, default 10000 */
     uint32_t max_frame_bytes; /* largest frame accepted from a server, default 4 MiB */
     int idempotent; /* default 1: publishes carry this client's producer id and a sequence, so a
                        retry after an unknown outcome is stored once (see evbus_put_events) */
@@ -61,7 +61,8 @@ int evbus_client_create(const evbus_client_options *opts, evbus_client **out);
 /* Closes the connection and frees the client. Pending async calls complete with EVBUS_ECANCELED. */
 void evbus_client_destroy(evbus_client *c);
 
-/* Detail of the last failure on this client (never NULL; "" when none). Valid until the next call. */
+/* Detail of the last failure on this client (never NULL; "" when none). Valid until the next call.
+ */
 const char *evbus_client_errmsg(const evbus_client *c);
 
 /* Node id and address of the server the client is connected to (0 / "" when disconnected). */
@@ -72,9 +73,9 @@ const char *evbus_client_server(const evbus_client *c);
 
 /* One event to publish, as an EventBridge PutEvents entry. Strings are NUL-terminated. */
 typedef struct evbus_entry {
-    const char *source;      /* required */
-    const char *detail_type; /* required */
-    const char *detail;      /* required: a JSON object as text */
+    const char *source;           /* required */
+    const char *detail_type;      /* required */
+    const char *detail;           /* required: a JSON object as text */
     const char *const *resources; /* optional array of n_resources strings */
     size_t n_resources;
     const char *time;          /* optional RFC 3339; the leader stamps it when NULL */

@@ -40,7 +40,7 @@ struct api {
     uint64_t pressure_checked_ms;
     int pressure; /* RocksDB is stalling writes */
     backfill *backfill;
-    int jobs; /* worker jobs in flight that use the api */
+    int jobs;                 /* worker jobs in flight that use the api */
     struct close_ctx *closed; /* set once connections are closed: free when jobs reach 0 */
 };
 
@@ -213,8 +213,9 @@ static int storage_pressure(api *a)
         int was = a->pressure;
         a->pressure = stopped != 0 || delayed != 0 || pending > (32ull << 30);
         if (a->pressure != was)
-            LOG_WARNF(MOD, a->pressure ? "storage is stalling: refusing publishes"
-                                       : "storage pressure over",
+            LOG_WARNF(MOD,
+                      a->pressure ? "storage is stalling: refusing publishes"
+                                  : "storage pressure over",
                       "write_stopped=%llu delayed_rate=%llu pending_compaction_bytes=%llu",
                       (unsigned long long)stopped, (unsigned long long)delayed,
                       (unsigned long long)pending);
@@ -282,8 +283,8 @@ static void handle_put(api *a, net_conn *c, uint64_t id, const evbus_PutEventsRe
         uuid_t u;
         uuid_generate_random(u);
         uuid_unparse_lower(u, p->event_ids[i]);
-        const char *key = e->partition_key && e->partition_key[0] ? e->partition_key
-                                                                  : p->event_ids[i];
+        const char *key =
+            e->partition_key && e->partition_key[0] ? e->partition_key : p->event_ids[i];
         uint32_t part = envelope_partition(key, bus->partitions);
         char *env;
         size_t env_len;
@@ -518,7 +519,7 @@ static void handle_list_buses(api *a, net_conn *c, uint64_t id)
     f.which_body = evbus_Frame_list_buses_reply_tag;
     size_t n = a->fsm->n_buses;
     evbus_BusInfo *infos = calloc(n ? n : 1, sizeof(*infos));
-    char (*times)[40] = calloc(n ? n : 1, 40);
+    char(*times)[40] = calloc(n ? n : 1, 40);
     if (infos == NULL || times == NULL) {
         free(infos);
         free(times);
@@ -992,8 +993,7 @@ static void handle_membership(api *a, net_conn *c, uint64_t id, const evbus_Fram
             snprintf(err, sizeof(err), "add-node needs an id >= 1 and two host:port addresses");
             rv = EVBUS_EINVAL;
         } else {
-            rv = node_add_member(a->node, r->node_id, r->raft_addr, r->client_addr, change_done,
-                                 x);
+            rv = node_add_member(a->node, r->node_id, r->raft_addr, r->client_addr, change_done, x);
             if (rv == EVBUS_EEXIST)
                 snprintf(err, sizeof(err), "node %u is already a member", r->node_id);
         }
@@ -1113,8 +1113,8 @@ static void handle_checksum(api *a, net_conn *c, uint64_t id, const evbus_Checks
     }
     for (uint32_t p = 0; p < b->partitions; p++) {
         if (b->parts[p].hole_to > b->parts[p].hole_from) {
-            snprintf(err, sizeof(err), "node %u is still backfilling partition %u",
-                     a->cfg->node_id, p);
+            snprintf(err, sizeof(err), "node %u is still backfilling partition %u", a->cfg->node_id,
+                     p);
             send_error(a, c, id, EVBUS_EBACKFILL, err);
             return;
         }
@@ -1199,38 +1199,18 @@ static void on_frame(void *arg, net_conn *c, const uint8_t *body, size_t len)
         return;
     }
     switch (f.which_body) {
-    case evbus_Frame_put_events_tag:
-        handle_put(a, c, id, &f.body.put_events);
-        break;
-    case evbus_Frame_read_log_tag:
-        handle_read(a, c, id, &f.body.read_log);
-        break;
-    case evbus_Frame_create_bus_tag:
-        handle_create_bus(a, c, id, &f.body.create_bus);
-        break;
-    case evbus_Frame_delete_bus_tag:
-        handle_delete_bus(a, c, id, &f.body.delete_bus);
-        break;
-    case evbus_Frame_describe_bus_tag:
-        handle_describe_bus(a, c, id, &f.body.describe_bus);
-        break;
-    case evbus_Frame_list_buses_tag:
-        handle_list_buses(a, c, id);
-        break;
-    case evbus_Frame_cluster_status_tag:
-        handle_cluster_status(a, c, id);
-        break;
-    case evbus_Frame_node_status_tag:
-        handle_node_status(a, c, id);
-        break;
+    case evbus_Frame_put_events_tag: handle_put(a, c, id, &f.body.put_events); break;
+    case evbus_Frame_read_log_tag: handle_read(a, c, id, &f.body.read_log); break;
+    case evbus_Frame_create_bus_tag: handle_create_bus(a, c, id, &f.body.create_bus); break;
+    case evbus_Frame_delete_bus_tag: handle_delete_bus(a, c, id, &f.body.delete_bus); break;
+    case evbus_Frame_describe_bus_tag: handle_describe_bus(a, c, id, &f.body.describe_bus); break;
+    case evbus_Frame_list_buses_tag: handle_list_buses(a, c, id); break;
+    case evbus_Frame_cluster_status_tag: handle_cluster_status(a, c, id); break;
+    case evbus_Frame_node_status_tag: handle_node_status(a, c, id); break;
     case evbus_Frame_add_node_tag:
     case evbus_Frame_remove_node_tag:
-    case evbus_Frame_transfer_leader_tag:
-        handle_membership(a, c, id, &f);
-        break;
-    case evbus_Frame_checksum_tag:
-        handle_checksum(a, c, id, &f.body.checksum);
-        break;
+    case evbus_Frame_transfer_leader_tag: handle_membership(a, c, id, &f); break;
+    case evbus_Frame_checksum_tag: handle_checksum(a, c, id, &f.body.checksum); break;
     case evbus_Frame_hello_tag:
         send_error(a, c, id, EVBUS_EPROTO, "Hello was already received on this connection");
         break;
@@ -1249,8 +1229,8 @@ static void on_frame_error(void *arg, net_conn *c, int code, const char *msg)
     send_error(arg, c, 0, code, msg);
 }
 
-int api_start(uv_loop_t *loop, const config *cfg, fsm *f, node *n, store *db, api **out,
-              char *err, size_t err_len)
+int api_start(uv_loop_t *loop, const config *cfg, fsm *f, node *n, store *db, api **out, char *err,
+              size_t err_len)
 {
     api *a = calloc(1, sizeof(*a));
     if (a == NULL)
@@ -1277,7 +1257,10 @@ int api_start(uv_loop_t *loop, const config *cfg, fsm *f, node *n, store *db, ap
     return 0;
 }
 
-void api_stop_accepting(api *a) { net_server_stop_listening(a->net); }
+void api_stop_accepting(api *a)
+{
+    net_server_stop_listening(a->net);
+}
 
 typedef struct close_ctx {
     api *a;

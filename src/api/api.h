@@ -23,8 +23,8 @@
 typedef struct api api;
 
 /* Starts listening on cfg->listen. All pointers are borrowed and must outlive the api. */
-int api_start(uv_loop_t *loop, const config *cfg, fsm *f, node *n, store *db, api **out,
-              char *err, size_t err_len);
+int api_start(uv_loop_t *loop, const config *cfg, fsm *f, node *n, store *db, api **out, char *err,
+              size_t err_len);
 
 /* Stops accepting connections (first step of a clean shutdown). */
 void api_stop_accepting(api *a);

@@ -227,8 +227,7 @@ void backfill_kick(backfill *b)
     b->running = j;
 }
 
-int backfill_create(uv_loop_t *loop, fsm *f, node *n, store *db, uint32_t self_id,
-                    backfill **out)
+int backfill_create(uv_loop_t *loop, fsm *f, node *n, store *db, uint32_t self_id, backfill **out)
 {
     backfill *b = calloc(1, sizeof(*b));
     if (b == NULL)

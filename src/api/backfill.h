@@ -21,8 +21,7 @@
 
 typedef struct backfill backfill;
 
-int backfill_create(uv_loop_t *loop, fsm *f, node *n, store *db, uint32_t self_id,
-                    backfill **out);
+int backfill_create(uv_loop_t *loop, fsm *f, node *n, store *db, uint32_t self_id, backfill **out);
 /* Starts working if there are holes and nothing runs (idempotent). */
 void backfill_kick(backfill *b);
 /* Stops: a running job finishes (bounded by its timeouts); cb runs once all is released. */

@@ -78,9 +78,9 @@ static int set_str(json_t *o, const char *key, const char *value, int *bad)
     return json_object_set_new(o, key, v);
 }
 
-int envelope_build(const evbus_PutEventsEntry *e, json_t *detail, const char *id,
-                   const char *time, const char *account, const char *region, const char *bus,
-                   uint32_t partition, char **out, size_t *len)
+int envelope_build(const evbus_PutEventsEntry *e, json_t *detail, const char *id, const char *time,
+                   const char *account, const char *region, const char *bus, uint32_t partition,
+                   char **out, size_t *len)
 {
     json_t *o = json_object();
     json_t *res = json_array();

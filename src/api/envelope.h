@@ -31,9 +31,9 @@ int envelope_validate(const evbus_PutEventsEntry *e, json_t **detail, char *err,
 uint32_t envelope_partition(const char *key, uint32_t partitions);
 
 /* Builds the stored envelope (malloc'd, transferred; NUL-terminated, *len excludes the NUL). */
-int envelope_build(const evbus_PutEventsEntry *e, json_t *detail, const char *id,
-                   const char *time, const char *account, const char *region, const char *bus,
-                   uint32_t partition, char **out, size_t *len);
+int envelope_build(const evbus_PutEventsEntry *e, json_t *detail, const char *id, const char *time,
+                   const char *account, const char *region, const char *bus, uint32_t partition,
+                   char **out, size_t *len);
 
 /* Copies a stored envelope adding "offset" as its last member. malloc'd, transferred,
  * NUL-terminated (*out_len excludes the NUL). */

@@ -25,8 +25,8 @@ int fsm_validate_bus_name(const char *name, char *err, size_t err_len)
         char c = name[i];
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '.' || c == '_' || c == '-')) {
-            snprintf(err, err_len, "bus name may contain only [A-Za-z0-9._-] (bad character at %zu)",
-                     i);
+            snprintf(err, err_len,
+                     "bus name may contain only [A-Za-z0-9._-] (bad character at %zu)", i);
             return EVBUS_EINVAL;
         }
     }
@@ -902,8 +902,8 @@ int fsm_apply(fsm *f, const uint8_t *buf, size_t len, const fsm_entry_result **r
         case evbuscmd_Op_publish_batch_tag:
             /* One result slot per event, not per op. */
             r->n_ops--;
-            apply_publish_batch(f, &op->op.publish_batch, r, index, cmd.time_ms, &dirty,
-                                &n_dirty, &cap_dirty);
+            apply_publish_batch(f, &op->op.publish_batch, r, index, cmd.time_ms, &dirty, &n_dirty,
+                                &cap_dirty);
             break;
         case evbuscmd_Op_put_node_tag: {
             const evbuscmd_PutNode *pn = &op->op.put_node;
@@ -927,9 +927,7 @@ int fsm_apply(fsm *f, const uint8_t *buf, size_t len, const fsm_entry_result **r
             params_from(&f->params, &op->op.set_params);
             put_params(f);
             break;
-        default:
-            res->code = EVBUS_EUNKNOWN_MSG;
-            break;
+        default: res->code = EVBUS_EUNKNOWN_MSG; break;
         }
     }
     for (size_t d = 0; d < n_dirty; d++)
@@ -1030,10 +1028,9 @@ static int snapshot_valid(const evbuscmd_Snapshot *s, char *err, size_t err_len)
             return EVBUS_EPROTO;
         }
         for (pb_size_t p = 0; p < m->parts_count; p++) {
-            if (m->parts[p].partition != p ||
-                m->parts[p].first_offset > m->parts[p].next_offset) {
-                snprintf(err, err_len, "bus %s partition %u of the snapshot is malformed",
-                         m->name, (unsigned)p);
+            if (m->parts[p].partition != p || m->parts[p].first_offset > m->parts[p].next_offset) {
+                snprintf(err, err_len, "bus %s partition %u of the snapshot is malformed", m->name,
+                         (unsigned)p);
                 return EVBUS_EPROTO;
             }
         }

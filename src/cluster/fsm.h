@@ -142,9 +142,9 @@ int fsm_init(fsm *f, store *db, char *err, size_t err_len);
 void fsm_close(fsm *f);
 
 /*
- * Applies one committed entry of `len` bytes (header, command, padding). Sets *result to the scratch slot
- * of this entry (borrowed, valid until FSM_RESULT_RING later entries).
- * Returns 0; on a storage error logs and exits the process (fail-stop).
+ * Applies one committed entry of `len` bytes (header, command, padding). Sets *result to the
+ * scratch slot of this entry (borrowed, valid until FSM_RESULT_RING later entries). Returns 0; on a
+ * storage error logs and exits the process (fail-stop).
  */
 int fsm_apply(fsm *f, const uint8_t *buf, size_t len, const fsm_entry_result **result);
 

@@ -328,15 +328,11 @@ static void seal_open(node *n)
 static int map_raft_status(int status)
 {
     switch (status) {
-    case 0:
-        return 0;
-    case RAFT_NOTLEADER:
-        return EVBUS_ENOTLEADER;
+    case 0: return 0;
+    case RAFT_NOTLEADER: return EVBUS_ENOTLEADER;
     case RAFT_NOSPACE:
-    case RAFT_IOERR:
-        return EVBUS_EIO;
-    case RAFT_NOMEM:
-        return EVBUS_ENOMEM;
+    case RAFT_IOERR: return EVBUS_EIO;
+    case RAFT_NOMEM: return EVBUS_ENOMEM;
     default:
         /* RAFT_LEADERSHIPLOST, RAFT_SHUTDOWN, ...: the entry may or may not commit. */
         return EVBUS_EUNAVAIL;
@@ -491,8 +487,8 @@ static void registry_cb(void *data, int status, const fsm_op_result *ops, size_t
     (void)ops;
     (void)n_ops;
     if (status != 0)
-        LOG_WARNF(MOD, "registry update not committed", "err=%s index=%llu",
-                  evbus_errname(status), (unsigned long long)index);
+        LOG_WARNF(MOD, "registry update not committed", "err=%s index=%llu", evbus_errname(status),
+                  (unsigned long long)index);
 }
 
 static int append_op(util_buf *out, const evbuscmd_Op *op)
@@ -615,14 +611,19 @@ static void check_cb(uv_check_t *h)
         track_leadership(n);
     if (n->state == NODE_RUNNING || n->state == NODE_DRAINING)
         flush(n);
-    if (n->state == NODE_DRAINING && n->inflight == 0 && n->sealed_head == NULL &&
-        n->open == NULL)
+    if (n->state == NODE_DRAINING && n->inflight == 0 && n->sealed_head == NULL && n->open == NULL)
         uv_timer_start(&n->drain_timer, drain_timer_cb, 0, 0);
 }
 
-uint32_t node_self_id(const node *n) { return n->id; }
+uint32_t node_self_id(const node *n)
+{
+    return n->id;
+}
 
-int node_is_writable(const node *n) { return n->state == NODE_RUNNING && n->writable; }
+int node_is_writable(const node *n)
+{
+    return n->state == NODE_RUNNING && n->writable;
+}
 
 void node_leader(const node *n, uint32_t *id, const char **client_addr)
 {
@@ -758,9 +759,9 @@ size_t node_members(const node *n, node_member *out, size_t max)
         const fsm_node *reg = fsm_node_find(n->fsm, (uint32_t)s->id);
         out[k].id = (uint32_t)s->id;
         out[k].raft_addr = s->address;
-        out[k].client_addr = s->id == n->id ? n->client_addr
+        out[k].client_addr = s->id == n->id            ? n->client_addr
                              : reg && reg->client_addr ? reg->client_addr
-                                                      : "";
+                                                       : "";
         out[k].voter = s->role == RAFT_VOTER;
         out[k].role = s->role == RAFT_VOTER     ? "voter"
                       : s->role == RAFT_STANDBY ? "standby"
@@ -783,20 +784,14 @@ static int map_change_error(int rv)
 {
     switch (rv) {
     case RAFT_NOTLEADER:
-    case RAFT_LEADERSHIPLOST:
-        return EVBUS_ENOTLEADER;
-    case RAFT_CANTCHANGE:
-        return EVBUS_EBUSY;
+    case RAFT_LEADERSHIPLOST: return EVBUS_ENOTLEADER;
+    case RAFT_CANTCHANGE: return EVBUS_EBUSY;
     case RAFT_DUPLICATEID:
-    case RAFT_DUPLICATEADDRESS:
-        return EVBUS_EEXIST;
+    case RAFT_DUPLICATEADDRESS: return EVBUS_EEXIST;
     case RAFT_BADID:
-    case RAFT_NOTFOUND:
-        return EVBUS_ENOTFOUND;
-    case RAFT_BADROLE:
-        return EVBUS_EINVAL;
-    default:
-        return EVBUS_EUNAVAIL;
+    case RAFT_NOTFOUND: return EVBUS_ENOTFOUND;
+    case RAFT_BADROLE: return EVBUS_EINVAL;
+    default: return EVBUS_EUNAVAIL;
     }
 }
 
@@ -822,8 +817,7 @@ static void change_finish(member_change *c, int status, const char *msg)
 static void assign_cb(struct raft_change *req, int status)
 {
     member_change *c = req->data;
-    change_finish(c, status ? map_change_error(status) : 0,
-                  status ? raft_strerror(status) : NULL);
+    change_finish(c, status ? map_change_error(status) : 0, status ? raft_strerror(status) : NULL);
 }
 
 static void registry_added_cb(void *data, int status, const fsm_op_result *ops, size_t n_ops,
@@ -860,7 +854,7 @@ static int submit_registry(member_change *c, int put)
     int rv = append_op(&ops, &op);
     if (rv == 0)
         rv = node_submit(c->n, ops.data, ops.len, 1, put ? registry_added_cb : registry_cb,
-                        put ? c : NULL);
+                         put ? c : NULL);
     util_buf_free(&ops);
     return rv;
 }

@@ -6,8 +6,7 @@ const char *evbus_strerror(int code)
 {
     switch (code) {
 #define X(name, value, msg, retriable)                                                             \
-    case value:                                                                                    \
-        return msg;
+    case value: return msg;
         EVBUS_ERRNO_MAP(X)
 #undef X
     }
@@ -18,8 +17,7 @@ const char *evbus_errname(int code)
 {
     switch (code) {
 #define X(name, value, msg, retriable)                                                             \
-    case value:                                                                                    \
-        return "EVBUS_" #name;
+    case value: return "EVBUS_" #name;
         EVBUS_ERRNO_MAP(X)
 #undef X
     }
@@ -30,8 +28,7 @@ int evbus_is_retriable(int code)
 {
     switch (code) {
 #define X(name, value, msg, retriable)                                                             \
-    case value:                                                                                    \
-        return retriable;
+    case value: return retriable;
         EVBUS_ERRNO_MAP(X)
 #undef X
     }

@@ -12,9 +12,18 @@
 static enum log_level g_level = LOG_INFO;
 static unsigned g_node;
 
-void log_set_level(enum log_level level) { g_level = level; }
-void log_set_node(unsigned node_id) { g_node = node_id; }
-int log_enabled(enum log_level level) { return level >= g_level; }
+void log_set_level(enum log_level level)
+{
+    g_level = level;
+}
+void log_set_node(unsigned node_id)
+{
+    g_node = node_id;
+}
+int log_enabled(enum log_level level)
+{
+    return level >= g_level;
+}
 
 int log_parse_level(const char *s, enum log_level *out)
 {
@@ -40,8 +49,8 @@ void log_write(enum log_level level, const char *module, const char *msg, const 
     char line[2048];
     int n = snprintf(line, sizeof(line),
                      "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03dZ level=%s module=%s node=%u msg=\"%s\"",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, (int)(tv.tv_usec / 1000), names[level], module, g_node, msg);
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     (int)(tv.tv_usec / 1000), names[level], module, g_node, msg);
     if (n < 0)
         return;
     if (fmt && fmt[0] && (size_t)n < sizeof(line) - 2) {

@@ -16,7 +16,8 @@ uint64_t util_mono_ns(void);
 /* Formats ms since epoch as RFC 3339 UTC with seconds precision ("2026-12-03T17:35:48Z").
  * `out` has room for at least 32 bytes. */
 void util_rfc3339(uint64_t ms, char *out, size_t out_len);
-/* Parses an RFC 3339 timestamp (Z or +hh:mm offset, optional fraction). Returns 0 or EVBUS_EINVAL. */
+/* Parses an RFC 3339 timestamp (Z or +hh:mm offset, optional fraction). Returns 0 or EVBUS_EINVAL.
+ */
 int util_parse_rfc3339(const char *s, uint64_t *ms_out);
 
 /* Splits "host:port" into host (copied into `host`, host_len bytes) and port. 0 or EVBUS_EINVAL. */

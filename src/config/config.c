@@ -95,8 +95,7 @@ static int set_key(config *c, const key_def *k, const char *value, char *err, si
         int v;
         if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 || strcmp(value, "1") == 0)
             v = 1;
-        else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 ||
-                 strcmp(value, "0") == 0)
+        else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 || strcmp(value, "0") == 0)
             v = 0;
         else {
             snprintf(err, err_len, "bad value for %s: '%s' (expected true or false)", k->name,

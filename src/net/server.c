@@ -42,7 +42,7 @@ struct net_server {
     void (*close_cb)(void *);
     void *close_data;
     int listener_closed;
-    uv_timer_t grace; /* bounds the close of connections */
+    uv_timer_t grace;  /* bounds the close of connections */
     uv_timer_t resume; /* resumes paused connections outside of callbacks */
     int timers_open;
 };
@@ -71,7 +71,10 @@ static void conn_free(net_conn *c)
     maybe_finish_close(s);
 }
 
-void net_conn_ref(net_conn *c) { c->refs++; }
+void net_conn_ref(net_conn *c)
+{
+    c->refs++;
+}
 
 void net_conn_unref(net_conn *c)
 {
@@ -123,11 +126,26 @@ void net_conn_close(net_conn *c)
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
 
-int net_conn_is_closed(const net_conn *c) { return c->closing || c->closed; }
-uint64_t net_conn_id(const net_conn *c) { return c->id; }
-const char *net_conn_peer(const net_conn *c) { return c->peer; }
-void *net_conn_data(const net_conn *c) { return c->data; }
-void net_conn_set_data(net_conn *c, void *data) { c->data = data; }
+int net_conn_is_closed(const net_conn *c)
+{
+    return c->closing || c->closed;
+}
+uint64_t net_conn_id(const net_conn *c)
+{
+    return c->id;
+}
+const char *net_conn_peer(const net_conn *c)
+{
+    return c->peer;
+}
+void *net_conn_data(const net_conn *c)
+{
+    return c->data;
+}
+void net_conn_set_data(net_conn *c, void *data)
+{
+    c->data = data;
+}
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
@@ -242,7 +260,8 @@ int net_conn_send(net_conn *c, uint8_t *frame, size_t len)
         return EVBUS_ECLOSED;
     }
     net_conn_ref(c);
-    if (c->reading && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > NET_WRITE_HIGH_BYTES) {
+    if (c->reading &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > NET_WRITE_HIGH_BYTES) {
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = 0;
     }
@@ -302,8 +321,8 @@ static void on_failed_listener_closed(uv_handle_t *h)
     free(h->data);
 }
 
-int net_server_start(uv_loop_t *loop, const char *addr, uint32_t max_frame,
-                     const net_handlers *h, net_server **out, char *err, size_t err_len)
+int net_server_start(uv_loop_t *loop, const char *addr, uint32_t max_frame, const net_handlers *h,
+                     net_server **out, char *err, size_t err_len)
 {
     char host[256];
     uint16_t port;

@@ -40,8 +40,8 @@ typedef struct net_handlers {
 } net_handlers;
 
 /* Binds and listens on host:port. The handlers struct is copied. */
-int net_server_start(uv_loop_t *loop, const char *addr, uint32_t max_frame,
-                     const net_handlers *h, net_server **out, char *err, size_t err_len);
+int net_server_start(uv_loop_t *loop, const char *addr, uint32_t max_frame, const net_handlers *h,
+                     net_server **out, char *err, size_t err_len);
 
 /* Stops accepting new connections; existing ones continue. */
 void net_server_stop_listening(net_server *s);

@@ -110,7 +110,7 @@ static int check_identity(const config *cfg, store *db, char *err, size_t err_le
     if (rv == 0) {
         int same = strcmp(val, idbuf) == 0;
         if (!same)
-            snprintf(err, err_len, "data directory %s belongs to node %s, not node %u",
+            snprintf(err, err_len, "data directory %.300s belongs to node %.20s, not node %u",
                      cfg->data_dir, val, cfg->node_id);
         free(val);
         if (!same)
@@ -119,7 +119,7 @@ static int check_identity(const config *cfg, store *db, char *err, size_t err_le
             same = val[0] == '\0' || strcmp(val, want_boot) == 0;
             if (!same)
                 snprintf(err, err_len,
-                         "data directory %s was created for another cluster (bootstrap %s)",
+                         "data directory %.300s was created for another cluster (bootstrap %.400s)",
                          cfg->data_dir, val);
             free(val);
             if (!same)

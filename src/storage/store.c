@@ -118,9 +118,15 @@ void store_batch_delete_range(store_batch *b, const void *begin, size_t blen, co
     rocksdb_writebatch_delete_range(b->wb, begin, blen, end, elen);
 }
 
-void store_batch_clear(store_batch *b) { rocksdb_writebatch_clear(b->wb); }
+void store_batch_clear(store_batch *b)
+{
+    rocksdb_writebatch_clear(b->wb);
+}
 
-size_t store_batch_count(store_batch *b) { return (size_t)rocksdb_writebatch_count(b->wb); }
+size_t store_batch_count(store_batch *b)
+{
+    return (size_t)rocksdb_writebatch_count(b->wb);
+}
 
 void store_batch_free(store_batch *b)
 {
@@ -196,9 +202,18 @@ store_iter *store_iter_new(store *s, const void *lower, size_t llen, const void 
     return it;
 }
 
-void store_iter_seek(store_iter *it, const void *k, size_t klen) { rocksdb_iter_seek(it->it, k, klen); }
-int store_iter_valid(store_iter *it) { return rocksdb_iter_valid(it->it); }
-void store_iter_next(store_iter *it) { rocksdb_iter_next(it->it); }
+void store_iter_seek(store_iter *it, const void *k, size_t klen)
+{
+    rocksdb_iter_seek(it->it, k, klen);
+}
+int store_iter_valid(store_iter *it)
+{
+    return rocksdb_iter_valid(it->it);
+}
+void store_iter_next(store_iter *it)
+{
+    rocksdb_iter_next(it->it);
+}
 
 const uint8_t *store_iter_key(store_iter *it, size_t *len)
 {

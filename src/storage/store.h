@@ -49,7 +49,8 @@ int store_flush_wal(store *s, int sync);
 void store_compact_range(store *s, const void *begin, size_t blen, const void *end, size_t elen);
 
 /* An iterator over [lower, upper) (upper may be NULL). Borrowed bounds are copied. */
-store_iter *store_iter_new(store *s, const void *lower, size_t llen, const void *upper, size_t ulen);
+store_iter *store_iter_new(store *s, const void *lower, size_t llen, const void *upper,
+                           size_t ulen);
 void store_iter_seek(store_iter *it, const void *k, size_t klen);
 int store_iter_valid(store_iter *it);
 void store_iter_next(store_iter *it);

@@ -346,8 +346,8 @@ static void test_invalid_events(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_garbage_bytes),   cmocka_unit_test(test_frame_over_limit),
-        cmocka_unit_test(test_truncated_frame), cmocka_unit_test(test_invalid_protobuf),
+        cmocka_unit_test(test_garbage_bytes),        cmocka_unit_test(test_frame_over_limit),
+        cmocka_unit_test(test_truncated_frame),      cmocka_unit_test(test_invalid_protobuf),
         cmocka_unit_test(test_unknown_message_type), cmocka_unit_test(test_handshake_rules),
         cmocka_unit_test(test_invalid_events),
     };

@@ -249,7 +249,6 @@ static int teardown(void **state)
     return st == 0 ? 0 : -1;
 }
 
-
 /* ------------------------------------------------------------------ usage */
 
 static void test_usage_errors(void **state)

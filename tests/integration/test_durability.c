@@ -150,8 +150,10 @@ static void test_publish_10000_and_read_back(void **state)
             int seq = base + i;
             snprintf(details[i], sizeof(details[i]), "{\"seq\":%d,\"pad\":\"xxxxxxxx\"}", seq);
             snprintf(keys[i], sizeof(keys[i]), "k%d", seq % N_KEYS);
-            entries[i] = (evbus_entry){.source = "test.publish", .detail_type = "Seq",
-                                       .detail = details[i], .partition_key = keys[i]};
+            entries[i] = (evbus_entry){.source = "test.publish",
+                                       .detail_type = "Seq",
+                                       .detail = details[i],
+                                       .partition_key = keys[i]};
         }
         size_t failed = 1;
         assert_int_equal(evbus_put_events(c, "orders", entries, BATCH, results, &failed, NULL), 0);
@@ -208,7 +210,9 @@ static void test_publish_10000_and_read_back(void **state)
         total += read_all(c, "orders", p, check_event, &x);
     assert_int_equal(total, N_EVENTS);
     /* Offsets continue where they were. */
-    evbus_entry e = {.source = "test.publish", .detail_type = "Seq", .detail = "{\"seq\":-1}",
+    evbus_entry e = {.source = "test.publish",
+                     .detail_type = "Seq",
+                     .detail = "{\"seq\":-1}",
                      .partition_key = "k0"};
     size_t failed;
     assert_int_equal(evbus_put_events(c, "orders", &e, 1, results, &failed, NULL), 0);
@@ -229,8 +233,8 @@ static void test_publish_10000_and_read_back(void **state)
 #define CRASH_INFLIGHT 8
 
 typedef struct crash_ctx {
-    acked *acks;       /* by seq */
-    int *acked_flag;   /* 1 acknowledged, 0 unknown */
+    acked *acks;     /* by seq */
+    int *acked_flag; /* 1 acknowledged, 0 unknown */
     uint64_t n_acked;
     uint64_t n_failed;
 } crash_ctx;
@@ -332,8 +336,8 @@ static void test_kill9_during_publish(void **state)
                     snprintf(details[i], sizeof(details[i]),
                              "{\"seq\":%d,\"round\":%d,\"pad\":\"0123456789abcdef\"}", seq + i,
                              round);
-                    entries[i] = (evbus_entry){.source = "test.crash", .detail_type = "Seq",
-                                               .detail = details[i]};
+                    entries[i] = (evbus_entry){
+                        .source = "test.crash", .detail_type = "Seq", .detail = details[i]};
                 }
                 put_arg *a = malloc(sizeof(*a));
                 *a = (put_arg){&x, seq, CRASH_BATCH};

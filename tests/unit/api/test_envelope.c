@@ -130,7 +130,8 @@ static void test_envelope_shape(void **state)
     /* Strings that are not UTF-8 are refused, not dropped. */
     evbus_PutEventsEntry bad = entry("sh\xff", "t", "{}");
     assert_int_equal(envelope_validate(&bad, &d, err, sizeof(err)), 0);
-    assert_int_equal(envelope_build(&bad, d, "id", "t", "a", "r", "b", 0, &out, &len), EVBUS_EINVAL);
+    assert_int_equal(envelope_build(&bad, d, "id", "t", "a", "r", "b", 0, &out, &len),
+                     EVBUS_EINVAL);
     json_decref(d);
 }
 

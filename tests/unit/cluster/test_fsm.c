@@ -121,8 +121,8 @@ static void test_apply_offsets_and_replay(void **state)
     ops_builder b = {0};
 
     add_create(&b, "orders", 2);
-    add_create(&b, "orders", 2);      /* exists */
-    add_create(&b, "bad name!", 2);   /* invalid */
+    add_create(&b, "orders", 2);    /* exists */
+    add_create(&b, "bad name!", 2); /* invalid */
     const fsm_entry_result *r = apply(&f, 1, &b);
     assert_int_equal(r->n_ops, 3);
     assert_int_equal(r->ops[0].code, 0);

@@ -44,8 +44,8 @@ static void test_flags(void **state)
     config c;
     char err[512];
     char *env[] = {NULL};
-    assert_int_equal(parse(&c, err, sizeof(err), env, 5, "--node-id", "3", "--listen=127.0.0.1:9000",
-                           "--log-level", "debug"),
+    assert_int_equal(parse(&c, err, sizeof(err), env, 5, "--node-id", "3",
+                           "--listen=127.0.0.1:9000", "--log-level", "debug"),
                      0);
     assert_int_equal(c.node_id, 3);
     assert_string_equal(c.listen, "127.0.0.1:9000");
