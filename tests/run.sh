@@ -13,6 +13,7 @@ if [ "${SANITIZE:-0}" = "1" ]; then
     flags=(-DEVBUS_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug)
     # Leak checks stay on; abort on the first error so ctest sees a failure.
     export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
+    export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0}
     export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 else
     build=${BUILD_DIR:-build}

@@ -259,7 +259,7 @@ typedef struct evbus_checksum {
 } evbus_checksum;
 
 /* Per-partition checksums of `bus` as stored on the connected node (not redirected), to compare
- * replicas. Errors: EVBUS_ENOTFOUND, EVBUS_EUNAVAIL (node still backfilling). */
+ * replicas. Errors: EVBUS_ENOTFOUND, EVBUS_EBACKFILL (node still backfilling). */
 int evbus_bus_checksum(evbus_client *c, const char *bus, evbus_checksum **out);
 void evbus_checksum_free(evbus_checksum *s);
 

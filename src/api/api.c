@@ -280,9 +280,14 @@ static void handle_put(api *a, net_conn *c, uint64_t id, const evbus_PutEventsRe
             set_entry_error(r, vrv, err);
             continue;
         }
-        uuid_t u;
-        uuid_generate_random(u);
-        uuid_unparse_lower(u, p->event_ids[i]);
+        if (req->producer_id != 0) {
+            /* A retry of this request must stamp (and answer) the same ids. */
+            envelope_event_id(req->producer_id, req->sequence, (uint32_t)i, p->event_ids[i]);
+        } else {
+            uuid_t u;
+            uuid_generate_random(u);
+            uuid_unparse_lower(u, p->event_ids[i]);
+        }
         const char *key =
             e->partition_key && e->partition_key[0] ? e->partition_key : p->event_ids[i];
         uint32_t part = envelope_partition(key, bus->partitions);

@@ -56,6 +56,30 @@ int envelope_validate(const evbus_PutEventsEntry *e, json_t **detail, char *err,
     return 0;
 }
 
+/* splitmix64 finaliser: a cheap bijective mix with good avalanche. */
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+void envelope_event_id(uint64_t producer_id, uint64_t sequence, uint32_t index, char out[37])
+{
+    uint64_t a = mix64(producer_id ^ mix64(sequence * 0x9e3779b97f4a7c15ull + index));
+    uint64_t b = mix64(a ^ mix64(producer_id + 0x632be59bd9b4e019ull) ^ ((uint64_t)index << 32));
+    uint8_t u[16];
+    for (int i = 0; i < 8; i++) {
+        u[i] = (uint8_t)(a >> (56 - 8 * i));
+        u[8 + i] = (uint8_t)(b >> (56 - 8 * i));
+    }
+    u[6] = (uint8_t)((u[6] & 0x0f) | 0x40); /* version 4 */
+    u[8] = (uint8_t)((u[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0],
+             u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
+             u[14], u[15]);
+}
+
 uint32_t envelope_partition(const char *key, uint32_t partitions)
 {
     /* FNV-1a 32: part of the on-disk contract (which partition a key lands in); never change. */

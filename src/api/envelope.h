@@ -27,6 +27,13 @@
  */
 int envelope_validate(const evbus_PutEventsEntry *e, json_t **detail, char *err, size_t err_len);
 
+/*
+ * Event id of entry `index` of an idempotent request (producer_id != 0): a version-4-shaped
+ * UUID derived from (producer, sequence, index), so that a retried request stamps the same ids
+ * as its first attempt and the answer names the ids that are stored. `out` gets 37 bytes.
+ */
+void envelope_event_id(uint64_t producer_id, uint64_t sequence, uint32_t index, char out[37]);
+
 /* Stable partition choice: FNV-1a of the key modulo partitions. */
 uint32_t envelope_partition(const char *key, uint32_t partitions);
 

@@ -135,12 +135,30 @@ static void test_envelope_shape(void **state)
     json_decref(d);
 }
 
+static void test_event_id_derived(void **state)
+{
+    (void)state;
+    char a[37], b[37], c[37], d[37];
+    envelope_event_id(0x1234567890abcdefull, 7, 0, a);
+    envelope_event_id(0x1234567890abcdefull, 7, 0, b);
+    envelope_event_id(0x1234567890abcdefull, 7, 1, c);
+    envelope_event_id(0x1234567890abcdefull, 8, 0, d);
+    assert_string_equal(a, b); /* a retry stamps the same id */
+    assert_string_not_equal(a, c);
+    assert_string_not_equal(a, d);
+    assert_int_equal(strlen(a), 36);
+    assert_int_equal(a[14], '4'); /* version 4 shape */
+    assert_true(a[19] == '8' || a[19] == '9' || a[19] == 'a' || a[19] == 'b');
+    assert_true(a[8] == '-' && a[13] == '-' && a[18] == '-' && a[23] == '-');
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_validation),
         cmocka_unit_test(test_partition_stable),
         cmocka_unit_test(test_envelope_shape),
+        cmocka_unit_test(test_event_id_derived),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
