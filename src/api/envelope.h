@@ -37,10 +37,12 @@ void envelope_event_id(uint64_t producer_id, uint64_t sequence, uint32_t index, 
 /* Stable partition choice: FNV-1a of the key modulo partitions. */
 uint32_t envelope_partition(const char *key, uint32_t partitions);
 
-/* Builds the stored envelope (malloc'd, transferred; NUL-terminated, *len excludes the NUL). */
-int envelope_build(const evbus_PutEventsEntry *e, json_t *detail, const char *id, const char *time,
-                   const char *account, const char *region, const char *bus, uint32_t partition,
-                   char **out, size_t *len);
+/* Builds the stored envelope (malloc'd, transferred; NUL-terminated, *len excludes the NUL).
+ * detail_text is the entry's detail, already validated as a JSON object; it is embedded as sent.
+ * EVBUS_EINVAL when a string is not valid UTF-8. */
+int envelope_build(const evbus_PutEventsEntry *e, const char *detail_text, const char *id,
+                   const char *time, const char *account, const char *region, const char *bus,
+                   uint32_t partition, char **out, size_t *len);
 
 /* Copies a stored envelope adding "offset" as its last member. malloc'd, transferred,
  * NUL-terminated (*out_len excludes the NUL). */

@@ -36,6 +36,27 @@ int util_buf_reserve(util_buf *b, size_t extra);
 int util_buf_append(util_buf *b, const void *p, size_t n);
 void util_buf_free(util_buf *b);
 
+/* Protobuf base-128 varints: bytes needed, and writing (returns bytes written, at most 10). */
+static inline size_t util_varint_size(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+static inline size_t util_put_varint(uint8_t *p, uint64_t v)
+{
+    size_t i = 0;
+    while (v >= 0x80) {
+        p[i++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[i++] = (uint8_t)v;
+    return i;
+}
+
 /* Big-endian fixed-width integers (storage keys, frame headers). */
 static inline void util_put_be32(uint8_t *p, uint32_t v)
 {

@@ -101,7 +101,7 @@ static void test_envelope_shape(void **state)
     assert_int_equal(envelope_validate(&e, &d, err, sizeof(err)), 0);
     char *out;
     size_t len;
-    assert_int_equal(envelope_build(&e, d, "0b8a2c3e-0000-4000-8000-000000000001",
+    assert_int_equal(envelope_build(&e, e.detail, "0b8a2c3e-0000-4000-8000-000000000001",
                                     "2026-12-03T10:00:00Z", "000000000000", "local", "orders", 3,
                                     &out, &len),
                      0);
@@ -130,7 +130,7 @@ static void test_envelope_shape(void **state)
     /* Strings that are not UTF-8 are refused, not dropped. */
     evbus_PutEventsEntry bad = entry("sh\xff", "t", "{}");
     assert_int_equal(envelope_validate(&bad, &d, err, sizeof(err)), 0);
-    assert_int_equal(envelope_build(&bad, d, "id", "t", "a", "r", "b", 0, &out, &len),
+    assert_int_equal(envelope_build(&bad, bad.detail, "id", "t", "a", "r", "b", 0, &out, &len),
                      EVBUS_EINVAL);
     json_decref(d);
 }
