@@ -26,3 +26,4 @@ evbus_test(test_cluster cluster 600 SOURCES cluster/test_cluster.c cluster/clust
 evbus_test(test_cluster_membership cluster 600
            SOURCES cluster/test_cluster_membership.c cluster/cluster_fixture.c
            DEPS evbus_testsdk PkgConfig::JANSSON Threads::Threads)
+evbus_test(test_identity integration 120 SOURCES integration/test_identity.c DEPS evbus_testsdk)
