@@ -39,6 +39,13 @@
  * 1 when it could not run (a connection failed, bus creation failed, nothing
  * acknowledged), 2 for usage errors.
  *
+ * match: no server. Loads rules (JSON lines: {"name":..,"pattern":{..}} or a
+ * bare pattern per line) into one rules_matcher, reads the events file (JSON
+ * lines, gzipped or not) into memory, then matches every event --passes times
+ * on the calling thread. Only the matching loop is timed: what one core of a
+ * node spends per event. Prints events/s, MB/s (10^6 bytes of event text),
+ * the matcher's memory and the match count of each rule (first pass).
+ *
  * Output: text, or with --json exactly one JSON object on stdout (diagnostics
  * go to stderr) with mode, connections, batch, size, inflight, duration_s (as
  * asked), elapsed_s (measured), events (acknowledged), events_per_s, mb_per_s
@@ -58,7 +65,15 @@
 #include <string.h>
 #include <time.h>
 
+/* jansson's json_string() would clash with this file's JSON printer of that name; match mode
+ * needs only json_loadb/json_dumps. */
+#define json_string jansson_json_string
+#include <jansson.h>
+#undef json_string
+#include <zlib.h>
+
 #include "evbus/evbus.h"
+#include "rules/rules.h"
 
 /* The server's default --max-frame-bytes; a request over it is refused whole. */
 #define BENCH_MAX_REQUEST_BYTES (4u << 20)
@@ -72,6 +87,7 @@
 
 enum mode_bit {
     M_PUBLISH = 1u << 0,
+    M_MATCH = 1u << 1,
 };
 
 struct bench_opts {
@@ -86,6 +102,9 @@ struct bench_opts {
     uint32_t partitions;
     int create_bus;
     int json;
+    const char *rules_path;  /* match */
+    const char *events_path; /* match */
+    uint32_t passes;         /* match */
 };
 
 enum flag_kind { F_STR, F_U32, F_BOOL };
@@ -122,11 +141,19 @@ static const struct flag FLAGS[] = {
      "create the bus first (an existing bus is fine)"},
     {"partitions", F_U32, OPT(partitions), 0, 1024, "0", M_PUBLISH, 0,
      "partitions for --create-bus (0: server default)"},
-    {"json", F_BOOL, OPT(json), 0, 0, NULL, M_PUBLISH, 0, "print one JSON object instead of text"},
+    {"json", F_BOOL, OPT(json), 0, 0, NULL, M_PUBLISH | M_MATCH, 0,
+     "print one JSON object instead of text"},
+    {"rules", F_STR, OPT(rules_path), 0, 0, NULL, M_MATCH, M_MATCH,
+     "rules file: JSON lines {\"name\":..,\"pattern\":{..}} or one pattern per line"},
+    {"events", F_STR, OPT(events_path), 0, 0, NULL, M_MATCH, M_MATCH,
+     "events file: one JSON object per line, gzipped or not"},
+    {"passes", F_U32, OPT(passes), 1, 1000000, "1", M_MATCH, 0,
+     "times the loaded events are matched (small files, stable timings)"},
 };
 #define N_FLAGS (sizeof(FLAGS) / sizeof(FLAGS[0]))
 
 static int run_publish(const struct bench_opts *o);
+static int run_match(const struct bench_opts *o);
 
 struct mode {
     const char *name;
@@ -138,6 +165,8 @@ struct mode {
 static const struct mode MODES[] = {
     {"publish", M_PUBLISH, run_publish,
      "C connections each keep K requests of N events in flight for S seconds"},
+    {"match", M_MATCH, run_match,
+     "match events from a file against rules from a file on one core (no server)"},
 };
 #define N_MODES (sizeof(MODES) / sizeof(MODES[0]))
 
@@ -738,6 +767,269 @@ out:
     pthread_cond_destroy(&gate.cv);
     pthread_mutex_destroy(&gate.mu);
     free(ws);
+    return status;
+}
+
+/* -------------------------------------------------------------------- match */
+
+struct rule_set {
+    char **names;
+    size_t n, cap;
+};
+
+static void rule_set_free(struct rule_set *rs)
+{
+    for (size_t i = 0; i < rs->n; i++)
+        free(rs->names[i]);
+    free(rs->names);
+}
+
+/* Reads a whole file, gunzipping when it is gzipped (zlib reads plain files unchanged). */
+static int read_all(const char *path, char **out, size_t *len)
+{
+    gzFile gz = gzopen(path, "rb");
+    if (gz == NULL) {
+        fprintf(stderr, "evbus-bench: cannot open %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    gzbuffer(gz, 1u << 18);
+    size_t cap = 1u << 20, n = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (buf == NULL) {
+            fprintf(stderr, "evbus-bench: out of memory reading %s\n", path);
+            gzclose(gz);
+            return -1;
+        }
+        if (cap - n < (1u << 16)) {
+            char *b = realloc(buf, cap * 2);
+            if (b == NULL) {
+                free(buf);
+                buf = NULL;
+                continue;
+            }
+            buf = b;
+            cap *= 2;
+        }
+        int k = gzread(gz, buf + n, (unsigned)(cap - n - 1));
+        if (k < 0) {
+            int zerr;
+            fprintf(stderr, "evbus-bench: %s: %s\n", path, gzerror(gz, &zerr));
+            free(buf);
+            gzclose(gz);
+            return -1;
+        }
+        if (k == 0)
+            break;
+        n += (size_t)k;
+    }
+    gzclose(gz);
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+static int blank(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r')
+            return 0;
+    return 1;
+}
+
+/*
+ * Loads rules: each non-blank line is {"name":..,"pattern":{..}} or a bare pattern. Rule i gets
+ * id i. Returns 0, or 1 after printing why a line was refused.
+ */
+static int load_rules(const char *path, rules_matcher *m, struct rule_set *rs)
+{
+    char *text;
+    size_t len;
+    if (read_all(path, &text, &len) != 0)
+        return 1;
+    int status = 1;
+    size_t lineno = 0;
+    for (char *line = text; line < text + len;) {
+        char *nl = memchr(line, '\n', (size_t)(text + len - line));
+        size_t n = nl ? (size_t)(nl - line) : (size_t)(text + len - line);
+        lineno++;
+        char *next = nl ? nl + 1 : text + len;
+        if (blank(line, n)) {
+            line = next;
+            continue;
+        }
+        char name[64];
+        snprintf(name, sizeof(name), "rule%zu", lineno);
+        const char *pat = line;
+        size_t pat_len = n;
+        char *dumped = NULL;
+        json_error_t jerr;
+        json_t *j = json_loadb(line, n, 0, &jerr);
+        json_t *jp = j != NULL ? json_object_get(j, "pattern") : NULL;
+        if (json_is_object(jp)) {
+            json_t *jn = json_object_get(j, "name");
+            if (json_is_string(jn))
+                snprintf(name, sizeof(name), "%s", json_string_value(jn));
+            dumped = json_dumps(jp, JSON_COMPACT);
+            pat = dumped;
+            pat_len = dumped ? strlen(dumped) : 0;
+        }
+        rules_pattern *p = NULL;
+        char err[512];
+        rules_limits limits = {.max_pattern_bytes = 1u << 20};
+        int rc = pat != NULL ? rules_pattern_parse(pat, pat_len, &limits, &p, err, sizeof(err))
+                             : EVBUS_ENOMEM;
+        if (rc == 0)
+            rc = rules_matcher_add(m, rs->n, p);
+        else
+            fprintf(stderr, "evbus-bench: %s:%zu: %s\n", path, lineno, err);
+        rules_pattern_free(p);
+        free(dumped);
+        json_decref(j);
+        if (rc != 0)
+            goto out;
+        if (rs->n == rs->cap) {
+            size_t cap = rs->cap ? rs->cap * 2 : 64;
+            char **nn = realloc(rs->names, cap * sizeof(*nn));
+            if (nn == NULL)
+                goto out;
+            rs->names = nn;
+            rs->cap = cap;
+        }
+        rs->names[rs->n] = strdup(name);
+        if (rs->names[rs->n] == NULL)
+            goto out;
+        rs->n++;
+        line = next;
+    }
+    status = rs->n > 0 ? 0 : 1;
+    if (rs->n == 0)
+        fprintf(stderr, "evbus-bench: %s holds no rules\n", path);
+out:
+    free(text);
+    return status;
+}
+
+static int run_match(const struct bench_opts *o)
+{
+    int status = 1;
+    rules_matcher *m = NULL;
+    struct rule_set rs = {0};
+    char *events = NULL;
+    size_t events_len = 0;
+    size_t *offs = NULL;
+    uint64_t *counts = NULL, *ids = NULL;
+    if (rules_matcher_new(&m) != 0) {
+        fprintf(stderr, "evbus-bench: out of memory\n");
+        return 1;
+    }
+    uint64_t t0 = mono_ns();
+    if (load_rules(o->rules_path, m, &rs) != 0)
+        goto out;
+    double load_s = (double)(mono_ns() - t0) / 1e9;
+    if (read_all(o->events_path, &events, &events_len) != 0)
+        goto out;
+    /* Split into lines: offs[2k] start, offs[2k+1] length. */
+    size_t nev = 0, cap = 0, bytes = 0;
+    for (char *line = events; line < events + events_len;) {
+        char *nl = memchr(line, '\n', (size_t)(events + events_len - line));
+        size_t n = nl ? (size_t)(nl - line) : (size_t)(events + events_len - line);
+        if (!blank(line, n)) {
+            if (nev == cap) {
+                cap = cap ? cap * 2 : 1024;
+                size_t *no = realloc(offs, 2 * cap * sizeof(*no));
+                if (no == NULL) {
+                    fprintf(stderr, "evbus-bench: out of memory\n");
+                    goto out;
+                }
+                offs = no;
+            }
+            offs[2 * nev] = (size_t)(line - events);
+            offs[2 * nev + 1] = n;
+            nev++;
+            bytes += n;
+        }
+        line = nl ? nl + 1 : events + events_len;
+    }
+    if (nev == 0) {
+        fprintf(stderr, "evbus-bench: %s holds no events\n", o->events_path);
+        goto out;
+    }
+    counts = calloc(rs.n, sizeof(*counts));
+    ids = malloc(rs.n * sizeof(*ids));
+    if (counts == NULL || ids == NULL) {
+        fprintf(stderr, "evbus-bench: out of memory\n");
+        goto out;
+    }
+    uint64_t bad = 0, matched_events = 0, total_matches = 0;
+    char first_error[320] = "";
+    uint64_t start = mono_ns();
+    for (uint32_t pass = 0; pass < o->passes && !atomic_load(&stop_requested); pass++) {
+        for (size_t e = 0; e < nev; e++) {
+            size_t n = 0;
+            char err[256];
+            int rc = rules_matcher_match(m, events + offs[2 * e], offs[2 * e + 1], ids, rs.n, &n,
+                                         err, sizeof(err));
+            if (rc != 0) {
+                if (bad++ == 0)
+                    snprintf(first_error, sizeof(first_error), "event %zu: %s", e + 1, err);
+                continue;
+            }
+            matched_events += n > 0;
+            total_matches += n;
+            if (pass == 0)
+                for (size_t i = 0; i < n; i++)
+                    counts[ids[i]]++;
+        }
+    }
+    double elapsed = (double)(mono_ns() - start) / 1e9;
+    uint64_t done = (uint64_t)nev * o->passes;
+    double eps = elapsed > 0 ? (double)done / elapsed : 0;
+    double mbps = elapsed > 0 ? (double)bytes * o->passes / 1e6 / elapsed : 0;
+    size_t mem = rules_matcher_memory(m);
+    if (o->json) {
+        printf("{\"mode\":\"match\",\"rules\":%zu,\"events\":%zu,\"event_bytes\":%zu,"
+               "\"passes\":%" PRIu32 ",\"elapsed_s\":%.3f,\"events_per_s\":%.1f,"
+               "\"mb_per_s\":%.3f,\"matcher_bytes\":%zu,\"load_s\":%.3f,\"invalid_events\":%" PRIu64
+               ",\"matched_events\":%" PRIu64 ",\"total_matches\":%" PRIu64 ",\"matches\":{",
+               rs.n, nev, bytes, o->passes, elapsed, eps, mbps, mem, load_s, bad, matched_events,
+               total_matches);
+        for (size_t i = 0; i < rs.n; i++) {
+            if (i)
+                fputc(',', stdout);
+            json_string(stdout, rs.names[i]);
+            printf(":%" PRIu64, counts[i]);
+        }
+        fputs("}}\n", stdout);
+    } else {
+        printf("evbus-bench match: %zu rules (%zu bytes, %zu B/rule, loaded in %.3f s), %zu events "
+               "(%.1f B avg), %" PRIu32 " passes, %.3f s\n",
+               rs.n, mem, mem / rs.n, load_s, nev, (double)bytes / (double)nev, o->passes, elapsed);
+        printf("  throughput  %.0f events/s, %.1f MB/s\n", eps, mbps);
+        printf("  matched     %" PRIu64 " of %" PRIu64 " events, %" PRIu64 " matches, %" PRIu64
+               " invalid events%s%s\n",
+               matched_events, done, total_matches, bad, bad ? ": " : "", first_error);
+        printf("  matches per rule (first pass):\n");
+        size_t silent = 0;
+        for (size_t i = 0; i < rs.n; i++) {
+            if (counts[i] == 0 && rs.n > 50) {
+                silent++;
+                continue;
+            }
+            printf("    %-40s %" PRIu64 "\n", rs.names[i], counts[i]);
+        }
+        if (silent > 0)
+            printf("    (%zu more rules matched nothing; --json lists every rule)\n", silent);
+    }
+    status = 0;
+out:
+    free(counts);
+    free(ids);
+    free(offs);
+    free(events);
+    rule_set_free(&rs);
+    rules_matcher_free(m);
     return status;
 }
 

@@ -27,3 +27,19 @@ evbus_test(test_cluster_membership cluster 600
            SOURCES cluster/test_cluster_membership.c cluster/cluster_fixture.c
            DEPS evbus_testsdk PkgConfig::JANSSON Threads::Threads)
 evbus_test(test_identity integration 120 SOURCES integration/test_identity.c DEPS evbus_testsdk)
+# Rules as replicated state: SDK, evbusctl (test-pattern offline), limits, restart, 3 nodes
+# (the cluster fixture starts those).
+evbus_test(test_rules integration 300
+           SOURCES integration/test_rules.c cluster/cluster_fixture.c
+           DEPS evbus_testsdk PkgConfig::JANSSON Threads::Threads)
+
+# Rule engine (rules/): the pattern language against the reference evaluator, and the shared
+# event-ruler / quamina fixtures (EVBUS_SHARED_DIR).
+evbus_test(test_rules_conformance unit 120 SOURCES unit/rules/test_rules_conformance.c
+           DEPS evbus_rules)
+evbus_test(test_rules_fixtures unit 120 SOURCES unit/rules/test_rules_fixtures.c
+           DEPS evbus_rules PkgConfig::JANSSON)
+# The compiled matcher (rules/matcher.c, rules/scan.c): against the reference evaluator.
+evbus_test(test_rules_matcher unit 120 SOURCES unit/rules/test_rules_matcher.c
+           DEPS evbus_rules PkgConfig::JANSSON)
+evbus_test(test_rules_property unit 300 SOURCES unit/rules/test_rules_property.c DEPS evbus_rules)

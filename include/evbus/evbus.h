@@ -263,6 +263,116 @@ typedef struct evbus_checksum {
 int evbus_bus_checksum(evbus_client *c, const char *bus, evbus_checksum **out);
 void evbus_checksum_free(evbus_checksum *s);
 
+/* -------------------------------------------------------------------- rules */
+
+/*
+ * Rules are replicated state of a bus: an EventBridge event pattern under a name
+ * ([A-Za-z0-9._-], 1 to 64 characters), ENABLED or DISABLED. Every node
+ * evaluates the same rule set at the same log position. Changes are writes:
+ * answered by the leader once committed and applied (redirected like
+ * evbus_bus_create, and like it not retried after an unknown outcome: a call
+ * that fails with EVBUS_ETIMEDOUT or EVBUS_ECONN may have been applied). Reads
+ * (list, describe, test) are answered by the connected node from what it has
+ * applied, so right after a change a follower may not show it yet.
+ *
+ * Limits are the cluster's (the leader's `max-rules-per-bus`, default 300, and
+ * `max-pattern-bytes`, default 4096): over them a put fails with EVBUS_ETOOBIG
+ * and a message naming the limit.
+ */
+
+typedef enum evbus_rule_state {
+    EVBUS_RULE_ENABLED = 1,
+    EVBUS_RULE_DISABLED = 2,
+} evbus_rule_state;
+
+typedef struct evbus_rule_info {
+    char *bus;
+    char *name;
+    char *pattern; /* JSON text as put */
+    char *description;
+    evbus_rule_state state;
+    uint64_t rule_id;       /* stable per bus; kept when the rule is replaced */
+    uint64_t created_index; /* Raft index that created the rule */
+    uint64_t updated_index; /* Raft index of its last change */
+    uint64_t memory_bytes;  /* of its compiled pattern */
+} evbus_rule_info;
+
+/*
+ * Creates rule `name` of `bus`, or replaces it (its id stays), with `pattern`
+ * (JSON text; required), `description` (NULL or at most 512 bytes) and the state
+ * ENABLED, or DISABLED when `disabled` is non-zero. The server validates the
+ * pattern first. *out (when out is not NULL) gets the rule as stored, owned by the
+ * caller (evbus_rule_info_free).
+ * Errors: EVBUS_EINVAL (name, description, or an invalid pattern: the message is
+ * the parser's, naming the problem and the path), EVBUS_ENOTFOUND (bus),
+ * EVBUS_ETOOBIG (pattern bytes or rules per bus over the limit), EVBUS_ETIMEDOUT /
+ * EVBUS_ECONN (outcome unknown).
+ */
+int evbus_rule_put(evbus_client *c, const char *bus, const char *name, const char *pattern,
+                   const char *description, int disabled, evbus_rule_info **out);
+
+/* Deletes a rule. Errors: EVBUS_ENOTFOUND (bus or rule), and as evbus_rule_put. */
+int evbus_rule_delete(evbus_client *c, const char *bus, const char *name);
+
+/* Sets a rule's state; setting the state it already has succeeds and changes nothing.
+ * Errors: EVBUS_ENOTFOUND (bus or rule), and as evbus_rule_put. */
+int evbus_rule_enable(evbus_client *c, const char *bus, const char *name);
+int evbus_rule_disable(evbus_client *c, const char *bus, const char *name);
+
+/* One rule as the connected node has it. *out is the caller's (evbus_rule_info_free).
+ * Errors: EVBUS_ENOTFOUND (bus or rule), EVBUS_EINVAL (names). */
+int evbus_rule_describe(evbus_client *c, const char *bus, const char *name, evbus_rule_info **out);
+void evbus_rule_info_free(evbus_rule_info *r);
+
+/*
+ * Every rule of `bus`, in name order (bytewise), fetched in pages from the connected
+ * node. Each name comes at most once; a rule created, deleted or changed while the
+ * pages are fetched may be missed or show either form. *out (n entries, NULL when
+ * none) is the caller's: evbus_rule_list_free. Errors: EVBUS_ENOTFOUND (bus).
+ */
+int evbus_rule_list(evbus_client *c, const char *bus, evbus_rule_info **out, size_t *n);
+void evbus_rule_list_free(evbus_rule_info *rules, size_t n);
+
+/* evbus_rule_test: every partition. */
+#define EVBUS_ALL_PARTITIONS UINT32_MAX
+
+typedef struct evbus_rule_match {
+    uint32_t partition;
+    uint64_t offset;
+    char *json; /* NUL-terminated envelope with bus, partition and offset */
+    size_t json_len;
+} evbus_rule_match;
+
+typedef struct evbus_rule_test_progress {
+    uint32_t partition;
+    uint64_t next_offset; /* where a further test of this partition should start */
+    uint64_t end_offset;  /* the partition's next offset to be assigned */
+} evbus_rule_test_progress;
+
+typedef struct evbus_rule_test_result {
+    evbus_rule_match *matches; /* partition, then offset order */
+    size_t n_matches;
+    uint64_t scanned; /* events examined */
+    evbus_rule_test_progress *partitions;
+    size_t n_partitions;
+} evbus_rule_test_result;
+
+/*
+ * Runs a candidate `pattern` (nothing is stored) over the events of `bus` stored
+ * on the connected node: one partition, or EVBUS_ALL_PARTITIONS; in each, from
+ * `from_offset` (a lower offset starts at the first one stored), at most
+ * `max_events` events (0: server default 1000; the server caps it at 100,000 and
+ * an answer at about the frame limit, so check `partitions` to continue). The
+ * pattern is matched against the stored envelope (without "offset"), as a rule
+ * sees it. *out is the caller's: evbus_rule_test_result_free.
+ * Errors: EVBUS_EINVAL (invalid pattern: the parser's message; partition),
+ * EVBUS_ETOOBIG (pattern over max-pattern-bytes), EVBUS_ENOTFOUND (bus),
+ * EVBUS_EBACKFILL (the node is still backfilling that range).
+ */
+int evbus_rule_test(evbus_client *c, const char *bus, const char *pattern, uint32_t partition,
+                    uint64_t from_offset, uint32_t max_events, evbus_rule_test_result **out);
+void evbus_rule_test_result_free(evbus_rule_test_result *r);
+
 #ifdef __cplusplus
 }
 #endif

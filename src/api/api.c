@@ -16,6 +16,7 @@
 #include "evbus.pb.h"
 #include "evbus/errors.h"
 #include "net/server.h"
+#include "rules/rules.h"
 #include "storage/keys.h"
 #include "wire/wire.h"
 
@@ -833,6 +834,540 @@ static void handle_read(api *a, net_conn *c, uint64_t id, const evbus_ReadLogReq
     }
 }
 
+/* ------------------------------------------------------------------ rules */
+
+#define LIST_RULES_DEFAULT 1000u
+#define LIST_RULES_MAX 10000u
+#define TEST_DEFAULT_EVENTS 1000u
+#define TEST_MAX_EVENTS 100000u        /* examined per partition and request */
+#define TEST_MAX_TOTAL_EVENTS 1000000u /* examined per request, all partitions */
+#define TEST_MAX_MATCHES 10000u
+
+static void fill_rule_info(const fsm_bus *b, const fsm_rule *r, evbus_RuleInfo *info)
+{
+    info->bus = b->name;
+    info->name = r->name;
+    info->pattern = r->pattern;
+    info->description = r->description;
+    info->state = r->enabled ? evbus_RuleState_RULE_ENABLED : evbus_RuleState_RULE_DISABLED;
+    info->created_index = r->created_index;
+    info->updated_index = r->updated_index;
+    info->memory_bytes = r->memory_bytes;
+    info->rule_id = r->id;
+}
+
+static void send_rule(api *a, net_conn *c, uint64_t id, const fsm_bus *b, const fsm_rule *r)
+{
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.id = id;
+    f.which_body = evbus_Frame_rule_reply_tag;
+    f.body.rule_reply.has_rule = true;
+    fill_rule_info(b, r, &f.body.rule_reply.rule);
+    send_frame(a, c, &f);
+}
+
+enum { RULE_NO_NAME = 0, RULE_NAME = 1, RULE_WRITE = 2 };
+
+/* Bus (and, with RULE_NAME, rule name) of a rule request: valid, and the bus exists here; a
+ * RULE_WRITE is redirected to the leader. NULL once an error was answered. */
+static const fsm_bus *rule_request_bus(api *a, net_conn *c, uint64_t id, const char *bus,
+                                       const char *name, int flags)
+{
+    char err[300];
+    if (fsm_validate_bus_name(bus, err, sizeof(err)) != 0 ||
+        ((flags & RULE_NAME) && fsm_validate_rule_name(name, err, sizeof(err)) != 0)) {
+        send_error(a, c, id, EVBUS_EINVAL, err);
+        return NULL;
+    }
+    /* Writes are decided on the leader, whose state is the newest: redirect first. */
+    if ((flags & RULE_WRITE) && !check_writable(a, c, id))
+        return NULL;
+    const fsm_bus *b = fsm_bus_find(a->fsm, bus);
+    if (b == NULL) {
+        snprintf(err, sizeof(err), "bus '%s' does not exist", bus);
+        send_error(a, c, id, EVBUS_ENOTFOUND, err);
+    }
+    return b;
+}
+
+static void send_rule_not_found(api *a, net_conn *c, uint64_t id, const char *bus, const char *name)
+{
+    char err[400];
+    snprintf(err, sizeof(err), "rule '%s' does not exist on bus '%s'", name, bus);
+    send_error(a, c, id, EVBUS_ENOTFOUND, err);
+}
+
+/*
+ * Checks a pattern as PutRule and TestRule take it: size within the replicated max-pattern-bytes
+ * (the value apply enforces), then the parser. On 0, *out (may be NULL: check only) is the parsed
+ * pattern, owned by the caller. Otherwise the error is answered.
+ */
+static int check_pattern(api *a, net_conn *c, uint64_t id, const char *pattern, rules_pattern **out)
+{
+    char err[600], why[512];
+    size_t len = pattern ? strlen(pattern) : 0;
+    uint32_t max = a->fsm->params.max_pattern_bytes;
+    if (len == 0) {
+        send_error(a, c, id, EVBUS_EINVAL, "the event pattern is empty");
+        return EVBUS_EINVAL;
+    }
+    if (len > max) {
+        snprintf(err, sizeof(err),
+                 "event pattern is %zu bytes, over the limit of %u bytes (max-pattern-bytes)", len,
+                 max);
+        send_error(a, c, id, EVBUS_ETOOBIG, err);
+        return EVBUS_ETOOBIG;
+    }
+    rules_limits lim = {.max_pattern_bytes = max};
+    rules_pattern *p = NULL;
+    why[0] = '\0';
+    int rv = rules_pattern_parse(pattern, len, &lim, &p, why, sizeof(why));
+    if (rv != 0) {
+        if (rv == EVBUS_ENOMEM) {
+            send_error(a, c, id, rv, NULL);
+            return rv;
+        }
+        if (rv != EVBUS_ETOOBIG)
+            rv = EVBUS_EINVAL;
+        snprintf(err, sizeof(err), "invalid event pattern: %s", why[0] ? why : evbus_strerror(rv));
+        send_error(a, c, id, rv, err);
+        return rv;
+    }
+    if (out)
+        *out = p;
+    else
+        rules_pattern_free(p);
+    return 0;
+}
+
+typedef struct rule_ctx {
+    api *a;
+    net_conn *c;
+    uint64_t id;
+    pb_size_t kind; /* request tag */
+    char *bus;
+    char *name;
+    size_t pattern_len;
+} rule_ctx;
+
+static void rule_ctx_free(rule_ctx *x)
+{
+    net_conn_unref(x->c);
+    free(x->bus);
+    free(x->name);
+    free(x);
+}
+
+static void rule_done(void *data, int status, const fsm_op_result *ops, size_t n_ops,
+                      uint64_t index)
+{
+    rule_ctx *x = data;
+    api *a = x->a;
+    int code = status != 0 ? status : (n_ops == 1 ? ops[0].code : EVBUS_EINTERNAL);
+    const fsm_bus *b = fsm_bus_find(a->fsm, x->bus);
+    char msg[512] = "";
+    if (code == EVBUS_ENOTFOUND && b == NULL)
+        snprintf(msg, sizeof(msg), "bus '%s' does not exist", x->bus);
+    else if (code == EVBUS_ENOTFOUND)
+        snprintf(msg, sizeof(msg), "rule '%s' does not exist on bus '%s'", x->name, x->bus);
+    else if (code == EVBUS_ETOOBIG && x->pattern_len > a->fsm->params.max_pattern_bytes)
+        snprintf(msg, sizeof(msg),
+                 "event pattern is %zu bytes, over the limit of %u bytes (max-pattern-bytes)",
+                 x->pattern_len, a->fsm->params.max_pattern_bytes);
+    else if (code == EVBUS_ETOOBIG)
+        snprintf(msg, sizeof(msg), "bus '%s' already has %zu rules, the limit (max-rules-per-bus)",
+                 x->bus, b ? b->n_rules : 0);
+    else if (code == EVBUS_EINVAL)
+        snprintf(msg, sizeof(msg), "rule '%s' was refused when applied: invalid event pattern",
+                 x->name);
+    else if (code == EVBUS_EINTERNAL)
+        snprintf(msg, sizeof(msg), "the rule engine refused rule '%s' (see the server log)",
+                 x->name);
+    else if (code == EVBUS_EUNAVAIL)
+        snprintf(msg, sizeof(msg), "leadership lost or node stopping; the outcome is unknown");
+    const fsm_rule *r = b ? fsm_rule_find(b, x->name) : NULL;
+    if (code != 0) {
+        send_error(a, x->c, x->id, code, msg);
+    } else if (x->kind == evbus_Frame_delete_rule_tag) {
+        evbus_Frame f = evbus_Frame_init_zero;
+        f.id = x->id;
+        f.which_body = evbus_Frame_ok_tag;
+        f.body.ok.commit_index = index;
+        send_frame(a, x->c, &f);
+    } else if (r == NULL) {
+        send_error(a, x->c, x->id, EVBUS_ENOTFOUND, "rule was deleted right after the change");
+    } else {
+        send_rule(a, x->c, x->id, b, r);
+    }
+    rule_ctx_free(x);
+}
+
+static void submit_rule_op(api *a, net_conn *c, uint64_t id, pb_size_t kind, const char *bus,
+                           const char *name, size_t pattern_len, const evbuscmd_Op *op)
+{
+    util_buf ops = {0};
+    rule_ctx *x = calloc(1, sizeof(*x));
+    int rv = x ? append_op(&ops, op) : EVBUS_ENOMEM;
+    if (rv == 0) {
+        x->a = a;
+        x->c = c;
+        x->id = id;
+        x->kind = kind;
+        x->pattern_len = pattern_len;
+        x->bus = strdup(bus);
+        x->name = strdup(name);
+        net_conn_ref(c);
+        rv = x->bus && x->name ? node_submit(a->node, ops.data, ops.len, 1, rule_done, x)
+                               : EVBUS_ENOMEM;
+        if (rv != 0) {
+            rule_ctx_free(x);
+            x = NULL;
+        }
+    }
+    util_buf_free(&ops);
+    if (rv != 0) {
+        free(x);
+        send_error(a, c, id, rv, rv == EVBUS_EBUSY ? "too many writes queued; retry" : NULL);
+    }
+}
+
+static void handle_put_rule(api *a, net_conn *c, uint64_t id, const evbus_PutRuleRequest *r)
+{
+    char err[300];
+    const char *desc = r->description ? r->description : "";
+    if (strlen(desc) > FSM_MAX_RULE_DESCRIPTION) {
+        snprintf(err, sizeof(err), "description is %zu bytes; at most %u are allowed", strlen(desc),
+                 FSM_MAX_RULE_DESCRIPTION);
+        send_error(a, c, id, EVBUS_EINVAL, err);
+        return;
+    }
+    const fsm_bus *b = rule_request_bus(a, c, id, r->bus, r->name, RULE_NAME | RULE_WRITE);
+    if (b == NULL)
+        return;
+    if (fsm_rule_find(b, r->name) == NULL && b->n_rules >= a->fsm->params.max_rules_per_bus) {
+        snprintf(err, sizeof(err),
+                 "bus '%s' already has %zu rules, the limit (max-rules-per-bus); delete one or "
+                 "raise the limit",
+                 b->name, b->n_rules);
+        send_error(a, c, id, EVBUS_ETOOBIG, err);
+        return;
+    }
+    if (check_pattern(a, c, id, r->pattern, NULL) != 0)
+        return;
+    evbuscmd_Op op = evbuscmd_Op_init_zero;
+    op.which_op = evbuscmd_Op_put_rule_tag;
+    op.op.put_rule.bus_id = b->bus_id;
+    op.op.put_rule.name = r->name;
+    op.op.put_rule.pattern = r->pattern;
+    op.op.put_rule.description = (char *)desc;
+    op.op.put_rule.disabled = r->disabled;
+    submit_rule_op(a, c, id, evbus_Frame_put_rule_tag, r->bus, r->name, strlen(r->pattern), &op);
+}
+
+/* DeleteRule, EnableRule, DisableRule: the same shape of request. */
+static void handle_rule_change(api *a, net_conn *c, uint64_t id, pb_size_t kind, const char *bus,
+                               const char *name)
+{
+    const fsm_bus *b = rule_request_bus(a, c, id, bus, name, RULE_NAME | RULE_WRITE);
+    if (b == NULL)
+        return;
+    const fsm_rule *rule = fsm_rule_find(b, name);
+    if (rule == NULL) {
+        send_rule_not_found(a, c, id, bus, name);
+        return;
+    }
+    evbuscmd_Op op = evbuscmd_Op_init_zero;
+    if (kind == evbus_Frame_delete_rule_tag) {
+        op.which_op = evbuscmd_Op_delete_rule_tag;
+        op.op.delete_rule.bus_id = b->bus_id;
+        op.op.delete_rule.name = (char *)name;
+    } else {
+        op.which_op = evbuscmd_Op_set_rule_state_tag;
+        op.op.set_rule_state.bus_id = b->bus_id;
+        op.op.set_rule_state.name = (char *)name;
+        op.op.set_rule_state.enabled = kind == evbus_Frame_enable_rule_tag;
+    }
+    submit_rule_op(a, c, id, kind, bus, name, 0, &op);
+}
+
+static void handle_describe_rule(api *a, net_conn *c, uint64_t id,
+                                 const evbus_DescribeRuleRequest *r)
+{
+    const fsm_bus *b = rule_request_bus(a, c, id, r->bus, r->name, RULE_NAME);
+    if (b == NULL)
+        return;
+    const fsm_rule *rule = fsm_rule_find(b, r->name);
+    if (rule == NULL)
+        send_rule_not_found(a, c, id, r->bus, r->name);
+    else
+        send_rule(a, c, id, b, rule);
+}
+
+static void handle_list_rules(api *a, net_conn *c, uint64_t id, const evbus_ListRulesRequest *r)
+{
+    const fsm_bus *b = rule_request_bus(a, c, id, r->bus, NULL, RULE_NO_NAME);
+    if (b == NULL)
+        return;
+    size_t start = 0;
+    if (r->start_after && r->start_after[0]) {
+        /* First name after start_after (bytewise, the order of b->rules). */
+        while (start < b->n_rules && strcmp(b->rules[start]->name, r->start_after) <= 0)
+            start++;
+    }
+    size_t max = r->max_rules ? r->max_rules : LIST_RULES_DEFAULT;
+    if (max > LIST_RULES_MAX)
+        max = LIST_RULES_MAX;
+    size_t left = b->n_rules - start;
+    size_t n = left < max ? left : max;
+    evbus_RuleInfo *infos = calloc(n ? n : 1, sizeof(*infos));
+    if (infos == NULL) {
+        send_error(a, c, id, EVBUS_ENOMEM, NULL);
+        return;
+    }
+    /* A page stays well inside the frame limit; at least one rule per page (a rule fits: its
+     * pattern is bounded by max-pattern-bytes). */
+    size_t budget = a->cfg->max_frame_bytes / 2, bytes = 0, count = 0;
+    for (; count < n; count++) {
+        const fsm_rule *rule = b->rules[start + count];
+        size_t sz = strlen(rule->name) + strlen(rule->pattern) + strlen(rule->description) +
+                    strlen(b->name) + 64;
+        if (count > 0 && bytes + sz > budget)
+            break;
+        bytes += sz;
+        fill_rule_info(b, rule, &infos[count]);
+    }
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.id = id;
+    f.which_body = evbus_Frame_list_rules_reply_tag;
+    f.body.list_rules_reply.rules = infos;
+    f.body.list_rules_reply.rules_count = (pb_size_t)count;
+    f.body.list_rules_reply.total = (uint32_t)b->n_rules;
+    f.body.list_rules_reply.next_start_after =
+        start + count < b->n_rules && count > 0 ? b->rules[start + count - 1]->name : (char *)"";
+    send_frame(a, c, &f);
+    free(infos);
+}
+
+/* TestRule: a candidate pattern over stored events, on a worker with its own iterators. The
+ * parsed pattern is immutable while the job runs (rules_pattern_match takes it const). */
+typedef struct test_part {
+    uint32_t partition;
+    uint64_t from;     /* first offset to examine */
+    uint64_t end;      /* examine below this (the partition's end, or its backfill hole) */
+    uint64_t part_end; /* the partition's next offset */
+    uint64_t next;     /* set by the worker */
+} test_part;
+
+typedef struct test_job {
+    uv_work_t work;
+    api *a;
+    net_conn *c;
+    uint64_t id;
+    uint32_t bus_id;
+    rules_pattern *pattern;
+    test_part *parts;
+    size_t n_parts;
+    uint32_t max_events; /* per partition */
+    size_t max_bytes;    /* of the matches, to fit the answer in a frame */
+    evbus_LogEvent *matches;
+    size_t n_matches;
+    uint64_t scanned;
+    int code;
+    char err[256];
+} test_job;
+
+static void test_work(uv_work_t *w)
+{
+    test_job *j = w->data;
+    size_t bytes = 0;
+    int full = 0; /* stop examining: answer size or total budget reached */
+    j->matches = calloc(TEST_MAX_MATCHES, sizeof(*j->matches));
+    if (j->matches == NULL) {
+        j->code = EVBUS_ENOMEM;
+        return;
+    }
+    for (size_t i = 0; i < j->n_parts && j->code == 0; i++) {
+        test_part *tp = &j->parts[i];
+        tp->next = tp->from;
+        if (full || tp->from >= tp->end)
+            continue;
+        uint8_t lo[KEYS_EVENT_LEN], hi[KEYS_EVENT_LEN];
+        keys_event(lo, j->bus_id, tp->partition, tp->from);
+        keys_event(hi, j->bus_id, tp->partition, tp->end);
+        store_iter *it = store_iter_new(j->a->db, lo, sizeof(lo), hi, sizeof(hi));
+        if (it == NULL) {
+            j->code = EVBUS_ENOMEM;
+            break;
+        }
+        uint32_t examined = 0;
+        for (; store_iter_valid(it) && examined < j->max_events; store_iter_next(it)) {
+            if (j->scanned >= TEST_MAX_TOTAL_EVENTS || j->n_matches >= TEST_MAX_MATCHES) {
+                full = 1;
+                break;
+            }
+            size_t klen, vlen;
+            const uint8_t *k = store_iter_key(it, &klen);
+            const uint8_t *v = store_iter_value(it, &vlen);
+            uint32_t bid, part;
+            uint64_t off;
+            if (keys_event_parse(k, klen, &bid, &part, &off) != 0 || off != tp->next) {
+                j->code = EVBUS_EIO;
+                snprintf(j->err, sizeof(j->err), "partition %u: expected offset %llu, found %llu",
+                         tp->partition, (unsigned long long)tp->next, (unsigned long long)off);
+                break;
+            }
+            int matched = 0;
+            if (rules_pattern_match(j->pattern, (const char *)v, vlen, &matched, NULL, 0) != 0) {
+                j->code = EVBUS_EIO;
+                snprintf(j->err, sizeof(j->err), "corrupt event at partition %u offset %llu",
+                         tp->partition, (unsigned long long)off);
+                break;
+            }
+            if (matched) {
+                if (j->n_matches > 0 && bytes + vlen + 64 > j->max_bytes) {
+                    full = 1; /* examined again by the next request */
+                    break;
+                }
+                uint8_t *out;
+                size_t out_len;
+                if (envelope_with_offset(v, vlen, off, &out, &out_len) != 0) {
+                    j->code = EVBUS_EIO;
+                    snprintf(j->err, sizeof(j->err), "corrupt event at partition %u offset %llu",
+                             tp->partition, (unsigned long long)off);
+                    break;
+                }
+                evbus_LogEvent *m = &j->matches[j->n_matches++];
+                m->partition = tp->partition;
+                m->offset = off;
+                m->event = (char *)out; /* NUL-terminated by envelope_with_offset */
+                bytes += out_len + 64;
+            }
+            examined++;
+            j->scanned++;
+            tp->next = off + 1;
+        }
+        if (j->code == 0 && store_iter_status(it, j->err, sizeof(j->err)) != 0)
+            j->code = EVBUS_EIO;
+        store_iter_free(it);
+    }
+}
+
+static void test_job_free(test_job *j)
+{
+    for (size_t i = 0; i < j->n_matches; i++)
+        free(j->matches[i].event);
+    free(j->matches);
+    free(j->parts);
+    rules_pattern_free(j->pattern);
+    net_conn_unref(j->c);
+    free(j);
+}
+
+static void test_after(uv_work_t *w, int status)
+{
+    test_job *j = w->data;
+    api *a = j->a;
+    if (status == UV_ECANCELED)
+        j->code = EVBUS_ECANCELED;
+    evbus_TestRuleProgress *progress = NULL;
+    if (j->code == 0 && (progress = calloc(j->n_parts, sizeof(*progress))) == NULL)
+        j->code = EVBUS_ENOMEM;
+    if (j->code != 0) {
+        send_error(a, j->c, j->id, j->code, j->err);
+    } else {
+        for (size_t i = 0; i < j->n_parts; i++) {
+            progress[i].partition = j->parts[i].partition;
+            progress[i].next_offset = j->parts[i].next;
+            progress[i].end_offset = j->parts[i].part_end;
+        }
+        evbus_Frame f = evbus_Frame_init_zero;
+        f.id = j->id;
+        f.which_body = evbus_Frame_test_rule_reply_tag;
+        f.body.test_rule_reply.matches = j->matches;
+        f.body.test_rule_reply.matches_count = (pb_size_t)j->n_matches;
+        f.body.test_rule_reply.scanned = j->scanned;
+        f.body.test_rule_reply.partitions = progress;
+        f.body.test_rule_reply.partitions_count = (pb_size_t)j->n_parts;
+        send_frame(a, j->c, &f);
+    }
+    free(progress);
+    test_job_free(j);
+    api_job_done(a);
+}
+
+static void handle_test_rule(api *a, net_conn *c, uint64_t id, const evbus_TestRuleRequest *r)
+{
+    char err[400];
+    const fsm_bus *b = rule_request_bus(a, c, id, r->bus, NULL, RULE_NO_NAME);
+    if (b == NULL)
+        return;
+    if (r->has_partition && r->partition >= b->partitions) {
+        snprintf(err, sizeof(err), "partition %u does not exist (bus '%s' has %u partitions)",
+                 r->partition, b->name, b->partitions);
+        send_error(a, c, id, EVBUS_EINVAL, err);
+        return;
+    }
+    test_job *j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        send_error(a, c, id, EVBUS_ENOMEM, NULL);
+        return;
+    }
+    if (check_pattern(a, c, id, r->pattern, &j->pattern) != 0) {
+        free(j);
+        return;
+    }
+    uint32_t first = r->has_partition ? r->partition : 0;
+    j->n_parts = r->has_partition ? 1 : b->partitions;
+    j->parts = calloc(j->n_parts, sizeof(*j->parts));
+    if (j->parts == NULL) {
+        rules_pattern_free(j->pattern);
+        free(j);
+        send_error(a, c, id, EVBUS_ENOMEM, NULL);
+        return;
+    }
+    for (size_t i = 0; i < j->n_parts; i++) {
+        uint32_t pn = first + (uint32_t)i;
+        const fsm_partition *p = &b->parts[pn];
+        test_part *tp = &j->parts[i];
+        tp->partition = pn;
+        tp->from = r->from_offset < p->first_offset ? p->first_offset : r->from_offset;
+        if (tp->from > p->next_offset)
+            tp->from = p->next_offset;
+        tp->end = p->next_offset;
+        tp->part_end = p->next_offset;
+        /* A node that installed a snapshot lacks [hole_from, hole_to) until backfilled. */
+        if (fsm_in_hole(p, tp->from, tp->from + 1)) {
+            snprintf(err, sizeof(err),
+                     "partition %u offsets %llu..%llu are still being backfilled on node %u; ask "
+                     "another node",
+                     pn, (unsigned long long)p->hole_from, (unsigned long long)p->hole_to,
+                     a->cfg->node_id);
+            test_job_free(j);
+            send_error(a, c, id, EVBUS_EBACKFILL, err);
+            return;
+        }
+        if (p->hole_to > p->hole_from && tp->from < p->hole_from && tp->end > p->hole_from)
+            tp->end = p->hole_from;
+    }
+    j->a = a;
+    j->c = c;
+    net_conn_ref(c);
+    j->id = id;
+    j->bus_id = b->bus_id;
+    j->max_events = r->max_events ? r->max_events : TEST_DEFAULT_EVENTS;
+    if (j->max_events > TEST_MAX_EVENTS)
+        j->max_events = TEST_MAX_EVENTS;
+    /* Leave room for the frame's own fields within the frame limit. */
+    j->max_bytes = a->cfg->max_frame_bytes - (a->cfg->max_frame_bytes / 8);
+    j->work.data = j;
+    a->jobs++;
+    if (uv_queue_work(a->loop, &j->work, test_work, test_after) != 0) {
+        a->jobs--;
+        test_job_free(j);
+        send_error(a, c, id, EVBUS_EINTERNAL, "cannot queue rule test");
+    }
+}
+
 /* ---------------------------------------------------------------- cluster */
 
 static void fill_self_status(api *a, evbus_NodeStatus *ns)
@@ -1258,6 +1793,22 @@ static void on_frame(void *arg, net_conn *c, const uint8_t *body, size_t len)
     case evbus_Frame_remove_node_tag:
     case evbus_Frame_transfer_leader_tag: handle_membership(a, c, id, &f); break;
     case evbus_Frame_checksum_tag: handle_checksum(a, c, id, &f.body.checksum); break;
+    case evbus_Frame_put_rule_tag: handle_put_rule(a, c, id, &f.body.put_rule); break;
+    case evbus_Frame_delete_rule_tag:
+        handle_rule_change(a, c, id, f.which_body, f.body.delete_rule.bus, f.body.delete_rule.name);
+        break;
+    case evbus_Frame_enable_rule_tag:
+        handle_rule_change(a, c, id, f.which_body, f.body.enable_rule.bus, f.body.enable_rule.name);
+        break;
+    case evbus_Frame_disable_rule_tag:
+        handle_rule_change(a, c, id, f.which_body, f.body.disable_rule.bus,
+                           f.body.disable_rule.name);
+        break;
+    case evbus_Frame_list_rules_tag: handle_list_rules(a, c, id, &f.body.list_rules); break;
+    case evbus_Frame_describe_rule_tag:
+        handle_describe_rule(a, c, id, &f.body.describe_rule);
+        break;
+    case evbus_Frame_test_rule_tag: handle_test_rule(a, c, id, &f.body.test_rule); break;
     case evbus_Frame_hello_tag:
         send_error(a, c, id, EVBUS_EPROTO, "Hello was already received on this connection");
         break;

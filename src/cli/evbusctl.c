@@ -10,9 +10,14 @@
  * never waits for a server.
  *
  * Output is human text by default and one JSON document on stdout with --json;
- * `read` prints the server's JSON envelopes one per line in both modes. Exit
- * status: 0 success, 1 failure with one line "evbusctl: message (EVBUS_ENAME)"
- * on stderr, 2 usage error, 3 replicas differ (`cluster checksum`).
+ * `read` and `rule test` print the server's JSON envelopes one per line in both
+ * modes. Exit status: 0 success, 1 failure with one line "evbusctl: message
+ * (EVBUS_ENAME)" on stderr, 2 usage error, 3 replicas differ (`cluster
+ * checksum`); `test-pattern`: 0 match, 1 no match, 2 invalid pattern or event.
+ *
+ * `test-pattern` talks to no server: it evaluates a pattern against an event
+ * with the rule engine itself (src/rules/, linked in), exactly as a node parses
+ * and matches, so it works offline. Every other command uses only the SDK.
  *
  * `cluster checksum` is the one command that talks to more than one server: it
  * takes the member list from the connected node, then opens a client per member
@@ -31,6 +36,7 @@
 #include <jansson.h>
 
 #include "evbus/evbus.h"
+#include "rules/rules.h"
 
 #define PROG "evbusctl"
 #define EXIT_FAIL 1
@@ -86,6 +92,14 @@ static int cmd_cluster_remove_node(struct cli *cli, const struct args *a);
 static int cmd_cluster_transfer_leader(struct cli *cli, const struct args *a);
 static int cmd_cluster_checksum(struct cli *cli, const struct args *a);
 static int cmd_node_status(struct cli *cli, const struct args *a);
+static int cmd_rule_put(struct cli *cli, const struct args *a);
+static int cmd_rule_list(struct cli *cli, const struct args *a);
+static int cmd_rule_describe(struct cli *cli, const struct args *a);
+static int cmd_rule_delete(struct cli *cli, const struct args *a);
+static int cmd_rule_enable(struct cli *cli, const struct args *a);
+static int cmd_rule_disable(struct cli *cli, const struct args *a);
+static int cmd_rule_test(struct cli *cli, const struct args *a);
+static int cmd_test_pattern(struct cli *cli, const struct args *a);
 static int cmd_help(struct cli *cli, const struct args *a);
 
 static const struct command commands[] = {
@@ -130,6 +144,31 @@ static const struct command commands[] = {
      1, 0, "", cmd_cluster_checksum},
     {"node status", "", "show the connected node's own status (not redirected)", 0, 0, "",
      cmd_node_status},
+    {"rule put", "BUS NAME --pattern JSON|@FILE [--description TEXT] [--disabled]",
+     "create or replace a rule: an EventBridge event pattern (inline JSON, or @FILE, @- for "
+     "stdin); the server validates it first and names what is wrong. --disabled stores it "
+     "DISABLED (default ENABLED)",
+     2, 0, "pattern description disabled!", cmd_rule_put},
+    {"rule list", "BUS", "list a bus's rules in name order: state, id, last change, pattern", 1, 0,
+     "", cmd_rule_list},
+    {"rule describe", "BUS NAME", "show one rule with its pattern", 2, 0, "", cmd_rule_describe},
+    {"rule delete", "BUS NAME", "delete a rule", 2, 0, "", cmd_rule_delete},
+    {"rule enable", "BUS NAME", "enable a rule (its pattern takes part in matching again)", 2, 0,
+     "", cmd_rule_enable},
+    {"rule disable", "BUS NAME", "disable a rule (kept, but matches nothing)", 2, 0, "",
+     cmd_rule_disable},
+    {"rule test", "BUS --pattern JSON|@FILE [--partition P] [--from OFFSET] [--count N]",
+     "run a candidate pattern over the events stored on the connected node and print the "
+     "matching envelopes, one per line (partition, then offset order); nothing is stored. Every "
+     "partition unless --partition; from --from (default the first stored offset) in each, at "
+     "most --count events examined per partition (default all)",
+     1, 0, "pattern partition from count", cmd_rule_test},
+    {"test-pattern", "--pattern JSON|@FILE --event JSON|@FILE [--explain]",
+     "offline, no server: does the event match the pattern? Prints true (exit 0) or false (exit "
+     "1); an invalid pattern or event exits 2 with the reason on stderr. --explain adds, for a "
+     "non-match, the first field that failed and why. Pattern size limit: the server default "
+     "(4096 bytes)",
+     0, 0, "pattern event explain!", cmd_test_pattern},
     {"help", "", "show this help", -1, 0, "", cmd_help},
 };
 
@@ -173,7 +212,8 @@ static void print_usage(FILE *out)
                  "  --timeout MS    bound of each request in milliseconds (default 10000)\n"
                  "  -h, --help      show this help\n"
                  "\nexit status: 0 success, 1 failure, 2 usage error, 3 replicas differ "
-                 "(cluster checksum)\n");
+                 "(cluster checksum);\n"
+                 "test-pattern: 0 match, 1 no match, 2 invalid pattern, event or usage\n");
 }
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -312,7 +352,10 @@ static const char *opt_get(const struct args *a, const char *name)
     return v;
 }
 
-/* Looks `name` (name_len bytes) up in a command's option list; 1 found, 2 found and repeatable. */
+/* Looks `name` (name_len bytes) up in a command's option list: 0 unknown, OPT_VALUE, OPT_REPEAT
+ * (a trailing '*' in the list: repeatable), OPT_FLAG (a trailing '!': takes no value). */
+enum { OPT_VALUE = 1, OPT_REPEAT = 2, OPT_FLAG = 3 };
+
 static int opt_spec(const char *spec, const char *name, size_t name_len)
 {
     const char *p = spec;
@@ -323,11 +366,11 @@ static int opt_spec(const char *spec, const char *name, size_t name_len)
         while (*end && *end != ' ')
             end++;
         size_t len = (size_t)(end - p);
-        bool repeat = len > 0 && p[len - 1] == '*';
-        if (repeat)
+        char mark = len > 0 ? p[len - 1] : '\0';
+        if (mark == '*' || mark == '!')
             len--;
         if (len > 0 && len == name_len && strncmp(p, name, len) == 0)
-            return repeat ? 2 : 1;
+            return mark == '*' ? OPT_REPEAT : mark == '!' ? OPT_FLAG : OPT_VALUE;
         p = end;
     }
     return 0;
@@ -408,12 +451,16 @@ static int parse_args(struct cli *cli, const struct command *cmd, int argc, char
         if (kind == 0)
             return usage_error("unknown option '--%.*s' for '%s'", (int)name_len, name, cmd->words);
         const char *value = eq ? eq + 1 : NULL;
-        if (value == NULL) {
+        if (kind == OPT_FLAG) {
+            if (value != NULL)
+                return usage_error("--%.*s takes no value", (int)name_len, name);
+            value = ""; /* present: opt_get gives non-NULL */
+        } else if (value == NULL) {
             if (i + 1 >= argc)
                 return usage_error("--%.*s wants a value", (int)name_len, name);
             value = argv[++i];
         }
-        if (kind == 1) {
+        if (kind != OPT_REPEAT) {
             for (int k = 0; k < a->n_opts; k++)
                 if (a->opts[k].name_len == name_len &&
                     strncmp(a->opts[k].name, name, name_len) == 0)
@@ -1511,6 +1558,338 @@ static int cmd_cluster_checksum(struct cli *cli, const struct args *a)
         evbus_checksum_free(sums[i].sum);
     free(sums);
     evbus_cluster_status_free(st);
+    return status;
+}
+
+/* ------------------------------------------------------------------ rules */
+
+#define ARG_FILE_MAX (4u << 20) /* @FILE of a pattern or an event */
+
+/*
+ * The text of a JSON|@FILE argument: the value itself, or the contents of FILE ("@-": stdin),
+ * without trailing white space. *out is malloc'd (the caller frees). 0, or EXIT_FAIL after the
+ * error line.
+ */
+static int load_arg(const char *opt, const char *value, char **out)
+{
+    *out = NULL;
+    if (value[0] != '@') {
+        *out = strdup(value);
+        return *out ? 0 : fail(EVBUS_ENOMEM, "out of memory");
+    }
+    const char *path = value + 1;
+    FILE *in = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+    if (in == NULL)
+        return fail(0, "--%s: cannot open %s: %s", opt, path, strerror(errno));
+    char *buf = malloc(ARG_FILE_MAX + 1);
+    size_t len = buf ? fread(buf, 1, ARG_FILE_MAX + 1, in) : 0;
+    int err = ferror(in);
+    if (in != stdin)
+        fclose(in);
+    if (buf == NULL)
+        return fail(EVBUS_ENOMEM, "out of memory");
+    if (err || len > ARG_FILE_MAX) {
+        free(buf);
+        if (err)
+            return fail(0, "--%s: cannot read %s", opt, path);
+        return fail(EVBUS_ETOOBIG, "--%s: %s is larger than %u bytes", opt, path, ARG_FILE_MAX);
+    }
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' ' ||
+                       buf[len - 1] == '\t'))
+        len--;
+    buf[len] = '\0';
+    *out = buf;
+    return 0;
+}
+
+static const char *rule_state_name(evbus_rule_state s)
+{
+    return s == EVBUS_RULE_DISABLED ? "DISABLED" : "ENABLED";
+}
+
+static json_t *rule_json(const evbus_rule_info *r)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "bus", jstr(r->bus));
+    json_object_set_new(o, "name", jstr(r->name));
+    json_object_set_new(o, "state", jstr(rule_state_name(r->state)));
+    json_object_set_new(o, "pattern", jstr(r->pattern));
+    json_object_set_new(o, "description", jstr(r->description));
+    json_object_set_new(o, "rule_id", jint(r->rule_id));
+    json_object_set_new(o, "created_index", jint(r->created_index));
+    json_object_set_new(o, "updated_index", jint(r->updated_index));
+    json_object_set_new(o, "memory_bytes", jint(r->memory_bytes));
+    return o;
+}
+
+/* The pattern on one line for tables: compact JSON when it parses, else the text as stored. */
+static char *pattern_one_line(const char *pattern)
+{
+    json_t *j = json_loads(pattern, JSON_DECODE_ANY, NULL);
+    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(j);
+    if (s == NULL && (s = strdup(pattern)) != NULL)
+        for (char *p = s; *p; p++)
+            if (*p == '\n' || *p == '\r' || *p == '\t')
+                *p = ' ';
+    return s;
+}
+
+static void rule_print(const evbus_rule_info *r)
+{
+    printf("bus:            %s\n", r->bus);
+    printf("rule:           %s\n", r->name);
+    printf("state:          %s\n", rule_state_name(r->state));
+    printf("rule id:        %" PRIu64 "\n", r->rule_id);
+    printf("description:    %s\n", r->description);
+    printf("created index:  %" PRIu64 "\n", r->created_index);
+    printf("updated index:  %" PRIu64 "\n", r->updated_index);
+    printf("memory bytes:   %" PRIu64 "\n", r->memory_bytes);
+    printf("pattern:        %s\n", r->pattern);
+}
+
+static int cmd_rule_put(struct cli *cli, const struct args *a)
+{
+    const char *bus = a->pos[0];
+    const char *name = a->pos[1];
+    const char *p = opt_get(a, "pattern");
+    if (p == NULL)
+        return usage_error("rule put wants --pattern JSON|@FILE");
+    char *pattern = NULL;
+    if (load_arg("pattern", p, &pattern) != 0)
+        return EXIT_FAIL;
+    int rc = connect_client(cli) != 0 ? EXIT_FAIL : 0;
+    evbus_rule_info *r = NULL;
+    if (rc == 0) {
+        rc = evbus_rule_put(cli->client, bus, name, pattern, opt_get(a, "description"),
+                            opt_get(a, "disabled") != NULL, &r);
+        rc = rc != 0 ? sdk_fail(cli, rc) : 0;
+    }
+    free(pattern);
+    if (rc != 0)
+        return rc;
+    if (cli->json)
+        rc = print_json(rule_json(r));
+    else
+        printf("put rule %s on bus %s: %s, rule id %" PRIu64 ", index %" PRIu64 "\n", r->name,
+               r->bus, rule_state_name(r->state), r->rule_id, r->updated_index);
+    evbus_rule_info_free(r);
+    return rc;
+}
+
+static int cmd_rule_list(struct cli *cli, const struct args *a)
+{
+    if (connect_client(cli) != 0)
+        return EXIT_FAIL;
+    evbus_rule_info *rules = NULL;
+    size_t n = 0;
+    int rc = evbus_rule_list(cli->client, a->pos[0], &rules, &n);
+    if (rc != 0)
+        return sdk_fail(cli, rc);
+    if (cli->json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(arr, rule_json(&rules[i]));
+        rc = print_json(arr);
+    } else if (n == 0) {
+        printf("no rules\n");
+    } else {
+        struct table t = {.n_cols = 5};
+        const char *head[] = {"NAME", "STATE", "RULE_ID", "UPDATED_INDEX", "PATTERN"};
+        table_add(&t, head);
+        for (size_t i = 0; i < n; i++) {
+            char c2[24], c3[24];
+            snprintf(c2, sizeof(c2), "%" PRIu64, rules[i].rule_id);
+            snprintf(c3, sizeof(c3), "%" PRIu64, rules[i].updated_index);
+            char *pat = pattern_one_line(rules[i].pattern);
+            const char *row[] = {rules[i].name, rule_state_name(rules[i].state), c2, c3,
+                                 pat ? pat : ""};
+            table_add(&t, row);
+            free(pat);
+        }
+        table_print_free(&t);
+    }
+    evbus_rule_list_free(rules, n);
+    return rc;
+}
+
+static int cmd_rule_describe(struct cli *cli, const struct args *a)
+{
+    if (connect_client(cli) != 0)
+        return EXIT_FAIL;
+    evbus_rule_info *r = NULL;
+    int rc = evbus_rule_describe(cli->client, a->pos[0], a->pos[1], &r);
+    if (rc != 0)
+        return sdk_fail(cli, rc);
+    if (cli->json)
+        rc = print_json(rule_json(r));
+    else
+        rule_print(r);
+    evbus_rule_info_free(r);
+    return rc;
+}
+
+static int cmd_rule_delete(struct cli *cli, const struct args *a)
+{
+    if (connect_client(cli) != 0)
+        return EXIT_FAIL;
+    int rc = evbus_rule_delete(cli->client, a->pos[0], a->pos[1]);
+    if (rc != 0)
+        return sdk_fail(cli, rc);
+    if (cli->json)
+        return print_json(json_pack("{s:o,s:o,s:b}", "bus", jstr(a->pos[0]), "name",
+                                    jstr(a->pos[1]), "deleted", 1));
+    printf("deleted rule %s of bus %s\n", a->pos[1], a->pos[0]);
+    return 0;
+}
+
+static int rule_set_state(struct cli *cli, const struct args *a, bool enable)
+{
+    if (connect_client(cli) != 0)
+        return EXIT_FAIL;
+    int rc = enable ? evbus_rule_enable(cli->client, a->pos[0], a->pos[1])
+                    : evbus_rule_disable(cli->client, a->pos[0], a->pos[1]);
+    if (rc != 0)
+        return sdk_fail(cli, rc);
+    const char *state = rule_state_name(enable ? EVBUS_RULE_ENABLED : EVBUS_RULE_DISABLED);
+    if (cli->json)
+        return print_json(json_pack("{s:o,s:o,s:s}", "bus", jstr(a->pos[0]), "name",
+                                    jstr(a->pos[1]), "state", state));
+    printf("rule %s of bus %s is %s\n", a->pos[1], a->pos[0], state);
+    return 0;
+}
+
+static int cmd_rule_enable(struct cli *cli, const struct args *a)
+{
+    return rule_set_state(cli, a, true);
+}
+
+static int cmd_rule_disable(struct cli *cli, const struct args *a)
+{
+    return rule_set_state(cli, a, false);
+}
+
+#define RULE_TEST_PAGE 100000u /* events examined per request: the server's cap */
+
+/* Tests one partition from `from`, at most `count` events, printing matches; pages bounded by
+ * progress (every page examines at least one event or ends). */
+static int rule_test_partition(struct cli *cli, const char *bus, const char *pattern,
+                               uint32_t partition, uint64_t from, uint64_t count)
+{
+    uint64_t examined = 0;
+    while (examined < count) {
+        uint64_t want = count - examined;
+        uint32_t page = want > RULE_TEST_PAGE ? RULE_TEST_PAGE : (uint32_t)want;
+        evbus_rule_test_result *r = NULL;
+        int rc = evbus_rule_test(cli->client, bus, pattern, partition, from, page, &r);
+        if (rc != 0)
+            return sdk_fail(cli, rc);
+        for (size_t i = 0; i < r->n_matches; i++) {
+            fwrite(r->matches[i].json, 1, r->matches[i].json_len, stdout);
+            putchar('\n');
+        }
+        bool more = false;
+        if (r->n_partitions == 1) {
+            const evbus_rule_test_progress *p = &r->partitions[0];
+            more = p->next_offset > from && p->next_offset < p->end_offset;
+            if (p->next_offset > from)
+                examined += p->next_offset - from;
+            from = p->next_offset;
+        }
+        evbus_rule_test_result_free(r);
+        if (!more)
+            break;
+    }
+    return 0;
+}
+
+static int cmd_rule_test(struct cli *cli, const struct args *a)
+{
+    const char *bus = a->pos[0];
+    uint64_t partition = EVBUS_ALL_PARTITIONS;
+    uint64_t from = 0;
+    uint64_t count = UINT64_MAX;
+    const char *p = opt_get(a, "pattern");
+    if (p == NULL)
+        return usage_error("rule test wants --pattern JSON|@FILE");
+    const char *o = opt_get(a, "partition");
+    if (o && parse_u64("--partition", o, 0, UINT32_MAX - 1, &partition) != 0)
+        return EXIT_USAGE;
+    o = opt_get(a, "from");
+    if (o && parse_u64("--from", o, 0, UINT64_MAX, &from) != 0)
+        return EXIT_USAGE;
+    o = opt_get(a, "count");
+    if (o && parse_u64("--count", o, 1, UINT64_MAX, &count) != 0)
+        return EXIT_USAGE;
+    char *pattern = NULL;
+    if (load_arg("pattern", p, &pattern) != 0)
+        return EXIT_FAIL;
+    int rc = connect_client(cli) != 0 ? EXIT_FAIL : 0;
+    evbus_bus_info *b = NULL;
+    /* Partition by partition, in order, each from its first stored offset at the least. */
+    if (rc == 0 && (rc = evbus_bus_describe(cli->client, bus, &b)) != 0)
+        rc = sdk_fail(cli, rc);
+    if (rc == 0 && partition != EVBUS_ALL_PARTITIONS && partition >= b->partitions)
+        rc = fail(EVBUS_EINVAL,
+                  "partition %" PRIu64 " does not exist (bus '%s' has %" PRIu32 " partitions)",
+                  partition, bus, b->partitions);
+    for (size_t i = 0; rc == 0 && b && i < b->n_partition_info; i++) {
+        const evbus_partition_info *pi = &b->partition_info[i];
+        if (partition != EVBUS_ALL_PARTITIONS && pi->partition != partition)
+            continue;
+        uint64_t start = from < pi->first_offset ? pi->first_offset : from;
+        rc = rule_test_partition(cli, bus, pattern, pi->partition, start, count);
+    }
+    evbus_bus_info_free(b);
+    free(pattern);
+    return rc;
+}
+
+/* Exit codes of test-pattern: 0 match, 1 no match, EXIT_USAGE (2) invalid pattern or event. */
+static int cmd_test_pattern(struct cli *cli, const struct args *a)
+{
+    const char *p = opt_get(a, "pattern");
+    const char *e = opt_get(a, "event");
+    if (p == NULL || e == NULL)
+        return usage_error("test-pattern wants --pattern JSON|@FILE and --event JSON|@FILE");
+    char *pattern = NULL, *event = NULL;
+    if (load_arg("pattern", p, &pattern) != 0 || load_arg("event", e, &event) != 0) {
+        free(pattern);
+        return EXIT_USAGE;
+    }
+    char why[1024] = "";
+    rules_pattern *rp = NULL;
+    int status;
+    int rc = rules_pattern_parse(pattern, strlen(pattern), NULL, &rp, why, sizeof(why));
+    if (rc != 0) {
+        fail(rc, "invalid event pattern: %s", why[0] ? why : evbus_strerror(rc));
+        status = EXIT_USAGE;
+        goto out;
+    }
+    int matched = 0;
+    why[0] = '\0';
+    rc = rules_pattern_match(rp, event, strlen(event), &matched, why, sizeof(why));
+    if (rc != 0) {
+        fail(rc, "invalid event: %s", why[0] ? why : evbus_strerror(rc));
+        status = EXIT_USAGE;
+        goto out;
+    }
+    bool explain = opt_get(a, "explain") != NULL && !matched;
+    if (cli->json) {
+        json_t *o = json_pack("{s:b}", "match", matched);
+        if (o && explain)
+            json_object_set_new(o, "explain", jstr(why));
+        status = print_json(o) != 0 ? EXIT_USAGE : matched ? 0 : EXIT_FAIL;
+    } else {
+        puts(matched ? "true" : "false");
+        if (explain)
+            printf("%s\n", why[0] ? why : "no field failed (no explanation given)");
+        status = matched ? 0 : EXIT_FAIL;
+    }
+out:
+    rules_pattern_free(rp);
+    free(pattern);
+    free(event);
     return status;
 }
 

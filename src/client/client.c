@@ -66,10 +66,11 @@
  *
  *   kind (req_kind)              ENOTLEADER  ENOLEADER  EBUSY   EUNAVAIL  lost conn.  no answer
  *   READ: read, describe, list,  follow      resend     resend  resend    resend      deadline
- *     cluster status (EBACKFILL: resend, to the next server when there is one)
+ *     cluster status, rule list/describe/test (EBACKFILL: resend, to the next server when
+ *     there is one)
  *   NODE: node status, checksum  final       final      resend  final     resend      deadline
  *   WRITE: create/delete bus,    follow      resend     resend  final(*)  ECONN(*)    deadline(*)
- *     publish, not idempotent
+ *     publish, not idempotent; rule put/delete/enable/disable
  *   PUBLISH_IDEM: publish,       follow      resend     resend  resend    resend      resend
  *     idempotent (default)                                      (*)       (*)         (*)
  *   MEMBER: add/remove node,     follow      resend     final   final(*)  ECONN(*)    deadline(*)
@@ -2086,4 +2087,319 @@ void evbus_checksum_free(evbus_checksum *s)
         return;
     free(s->partitions);
     free(s);
+}
+
+/* ------------------------------------------------------------------ rules */
+
+static int check_rule(evbus_client *c, const char *bus, const char *name)
+{
+    int rc = check_bus(c, bus);
+    if (rc != 0)
+        return rc;
+    if (name == NULL || name[0] == '\0')
+        return set_err(c, EVBUS_EINVAL, "rule name is empty");
+    return 0;
+}
+
+static int rule_info_copy(evbus_rule_info *dst, const evbus_RuleInfo *src)
+{
+    memset(dst, 0, sizeof(*dst));
+    dst->bus = strdup(nz(src->bus));
+    dst->name = strdup(nz(src->name));
+    dst->pattern = strdup(nz(src->pattern));
+    dst->description = strdup(nz(src->description));
+    if (dst->bus == NULL || dst->name == NULL || dst->pattern == NULL || dst->description == NULL)
+        return EVBUS_ENOMEM;
+    dst->state =
+        src->state == evbus_RuleState_RULE_DISABLED ? EVBUS_RULE_DISABLED : EVBUS_RULE_ENABLED;
+    dst->rule_id = src->rule_id;
+    dst->created_index = src->created_index;
+    dst->updated_index = src->updated_index;
+    dst->memory_bytes = src->memory_bytes;
+    return 0;
+}
+
+static void rule_info_clear(evbus_rule_info *r)
+{
+    free(r->bus);
+    free(r->name);
+    free(r->pattern);
+    free(r->description);
+}
+
+void evbus_rule_info_free(evbus_rule_info *r)
+{
+    if (r == NULL)
+        return;
+    rule_info_clear(r);
+    free(r);
+}
+
+void evbus_rule_list_free(evbus_rule_info *rules, size_t n)
+{
+    if (rules == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        rule_info_clear(&rules[i]);
+    free(rules);
+}
+
+/* A RuleReply answer into *out (when out is not NULL); releases the reply. */
+static int rule_reply_take(evbus_client *c, evbus_Frame *reply, evbus_rule_info **out)
+{
+    int rc = 0;
+    if (!reply->body.rule_reply.has_rule) {
+        rc = set_err(c, EVBUS_EPROTO, "rule answer without a rule");
+    } else if (out != NULL) {
+        evbus_rule_info *r = calloc(1, sizeof(*r));
+        if (r == NULL || rule_info_copy(r, &reply->body.rule_reply.rule) != 0) {
+            evbus_rule_info_free(r);
+            rc = set_err(c, EVBUS_ENOMEM, "out of memory");
+        } else {
+            *out = r;
+        }
+    }
+    wire_release(evbus_Frame_fields, reply);
+    return rc;
+}
+
+int evbus_rule_put(evbus_client *c, const char *bus, const char *name, const char *pattern,
+                   const char *description, int disabled, evbus_rule_info **out)
+{
+    if (c == NULL)
+        return EVBUS_EINVAL;
+    c->errmsg[0] = '\0';
+    if (out != NULL)
+        *out = NULL;
+    int rc = check_rule(c, bus, name);
+    if (rc != 0)
+        return rc;
+    if (pattern == NULL || pattern[0] == '\0')
+        return set_err(c, EVBUS_EINVAL, "the event pattern is empty");
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.which_body = evbus_Frame_put_rule_tag;
+    f.body.put_rule.bus = (char *)bus;
+    f.body.put_rule.name = (char *)name;
+    f.body.put_rule.pattern = (char *)pattern;
+    f.body.put_rule.description = (char *)description;
+    f.body.put_rule.disabled = disabled != 0;
+    evbus_Frame reply = evbus_Frame_init_zero;
+    /* Not idempotent: a resend after an unknown outcome could undo a later change. */
+    rc = call(c, &f, evbus_Frame_rule_reply_tag, REQ_WRITE, &reply);
+    if (rc != 0)
+        return rc;
+    return rule_reply_take(c, &reply, out);
+}
+
+/* Delete, enable, disable: one bus and one rule name, a write. */
+static int rule_change(evbus_client *c, pb_size_t tag, const char *bus, const char *name)
+{
+    if (c == NULL)
+        return EVBUS_EINVAL;
+    c->errmsg[0] = '\0';
+    int rc = check_rule(c, bus, name);
+    if (rc != 0)
+        return rc;
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.which_body = tag;
+    pb_size_t reply_tag = evbus_Frame_rule_reply_tag;
+    if (tag == evbus_Frame_delete_rule_tag) {
+        f.body.delete_rule.bus = (char *)bus;
+        f.body.delete_rule.name = (char *)name;
+        reply_tag = evbus_Frame_ok_tag;
+    } else if (tag == evbus_Frame_enable_rule_tag) {
+        f.body.enable_rule.bus = (char *)bus;
+        f.body.enable_rule.name = (char *)name;
+    } else {
+        f.body.disable_rule.bus = (char *)bus;
+        f.body.disable_rule.name = (char *)name;
+    }
+    return call_admin(c, &f, reply_tag, REQ_WRITE);
+}
+
+int evbus_rule_delete(evbus_client *c, const char *bus, const char *name)
+{
+    return rule_change(c, evbus_Frame_delete_rule_tag, bus, name);
+}
+
+int evbus_rule_enable(evbus_client *c, const char *bus, const char *name)
+{
+    return rule_change(c, evbus_Frame_enable_rule_tag, bus, name);
+}
+
+int evbus_rule_disable(evbus_client *c, const char *bus, const char *name)
+{
+    return rule_change(c, evbus_Frame_disable_rule_tag, bus, name);
+}
+
+int evbus_rule_describe(evbus_client *c, const char *bus, const char *name, evbus_rule_info **out)
+{
+    if (c == NULL)
+        return EVBUS_EINVAL;
+    c->errmsg[0] = '\0';
+    if (out == NULL)
+        return set_err(c, EVBUS_EINVAL, "out is NULL");
+    *out = NULL;
+    int rc = check_rule(c, bus, name);
+    if (rc != 0)
+        return rc;
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.which_body = evbus_Frame_describe_rule_tag;
+    f.body.describe_rule.bus = (char *)bus;
+    f.body.describe_rule.name = (char *)name;
+    evbus_Frame reply = evbus_Frame_init_zero;
+    rc = call(c, &f, evbus_Frame_rule_reply_tag, REQ_READ, &reply);
+    if (rc != 0)
+        return rc;
+    return rule_reply_take(c, &reply, out);
+}
+
+/* Pages of ListRules: a bus holds at most 10,000 rules and every page at least one. */
+#define RULE_LIST_MAX_PAGES 10001u
+
+int evbus_rule_list(evbus_client *c, const char *bus, evbus_rule_info **out, size_t *n)
+{
+    if (c == NULL)
+        return EVBUS_EINVAL;
+    c->errmsg[0] = '\0';
+    if (out == NULL || n == NULL)
+        return set_err(c, EVBUS_EINVAL, "out or n is NULL");
+    *out = NULL;
+    *n = 0;
+    int rc = check_bus(c, bus);
+    if (rc != 0)
+        return rc;
+    evbus_rule_info *rules = NULL;
+    size_t count = 0, cap = 0;
+    char *after = NULL; /* start_after of the next page (owned) */
+    for (unsigned page = 0; page < RULE_LIST_MAX_PAGES; page++) {
+        evbus_Frame f = evbus_Frame_init_zero;
+        f.which_body = evbus_Frame_list_rules_tag;
+        f.body.list_rules.bus = (char *)bus;
+        f.body.list_rules.start_after = after;
+        evbus_Frame reply = evbus_Frame_init_zero;
+        rc = call(c, &f, evbus_Frame_list_rules_reply_tag, REQ_READ, &reply);
+        if (rc != 0)
+            goto fail;
+        const evbus_ListRulesReply *rep = &reply.body.list_rules_reply;
+        if (count + rep->rules_count > cap) {
+            size_t ncap = cap ? cap : 16;
+            while (ncap < count + rep->rules_count)
+                ncap *= 2;
+            evbus_rule_info *nr = realloc(rules, ncap * sizeof(*nr));
+            if (nr == NULL) {
+                wire_release(evbus_Frame_fields, &reply);
+                goto nomem;
+            }
+            rules = nr;
+            cap = ncap;
+        }
+        for (pb_size_t i = 0; i < rep->rules_count; i++) {
+            count++; /* before the copy: a partial entry is freed with the others */
+            if (rule_info_copy(&rules[count - 1], &rep->rules[i]) != 0) {
+                wire_release(evbus_Frame_fields, &reply);
+                goto nomem;
+            }
+        }
+        free(after);
+        after = NULL;
+        bool more = rep->next_start_after && rep->next_start_after[0] && rep->rules_count > 0;
+        if (more && (after = strdup(rep->next_start_after)) == NULL) {
+            wire_release(evbus_Frame_fields, &reply);
+            goto nomem;
+        }
+        wire_release(evbus_Frame_fields, &reply);
+        if (!more) {
+            *out = rules;
+            *n = count;
+            return 0;
+        }
+    }
+    rc = set_err(c, EVBUS_EPROTO, "ListRules did not end after %u pages", RULE_LIST_MAX_PAGES);
+    goto fail;
+nomem:
+    rc = set_err(c, EVBUS_ENOMEM, "out of memory");
+fail:
+    free(after);
+    evbus_rule_list_free(rules, count);
+    return rc;
+}
+
+int evbus_rule_test(evbus_client *c, const char *bus, const char *pattern, uint32_t partition,
+                    uint64_t from_offset, uint32_t max_events, evbus_rule_test_result **out)
+{
+    if (c == NULL)
+        return EVBUS_EINVAL;
+    c->errmsg[0] = '\0';
+    if (out == NULL)
+        return set_err(c, EVBUS_EINVAL, "out is NULL");
+    *out = NULL;
+    int rc = check_bus(c, bus);
+    if (rc != 0)
+        return rc;
+    if (pattern == NULL || pattern[0] == '\0')
+        return set_err(c, EVBUS_EINVAL, "the event pattern is empty");
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.which_body = evbus_Frame_test_rule_tag;
+    f.body.test_rule.bus = (char *)bus;
+    f.body.test_rule.pattern = (char *)pattern;
+    f.body.test_rule.has_partition = partition != EVBUS_ALL_PARTITIONS;
+    f.body.test_rule.partition = partition != EVBUS_ALL_PARTITIONS ? partition : 0;
+    f.body.test_rule.from_offset = from_offset;
+    f.body.test_rule.max_events = max_events;
+    evbus_Frame reply = evbus_Frame_init_zero;
+    rc = call(c, &f, evbus_Frame_test_rule_reply_tag, REQ_READ, &reply);
+    if (rc != 0)
+        return rc;
+    const evbus_TestRuleReply *rep = &reply.body.test_rule_reply;
+    evbus_rule_test_result *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        goto nomem;
+    r->scanned = rep->scanned;
+    if (rep->matches_count > 0 &&
+        (r->matches = calloc(rep->matches_count, sizeof(*r->matches))) == NULL)
+        goto nomem;
+    for (pb_size_t i = 0; i < rep->matches_count; i++) {
+        const evbus_LogEvent *le = &rep->matches[i];
+        size_t len = le->event ? strlen(le->event) : 0;
+        char *json = malloc(len + 1);
+        if (json == NULL)
+            goto nomem;
+        if (len)
+            memcpy(json, le->event, len);
+        json[len] = '\0';
+        r->matches[i].partition = le->partition;
+        r->matches[i].offset = le->offset;
+        r->matches[i].json = json;
+        r->matches[i].json_len = len;
+        r->n_matches++;
+    }
+    if (rep->partitions_count > 0 &&
+        (r->partitions = calloc(rep->partitions_count, sizeof(*r->partitions))) == NULL)
+        goto nomem;
+    r->n_partitions = rep->partitions_count;
+    for (pb_size_t i = 0; i < rep->partitions_count; i++) {
+        r->partitions[i].partition = rep->partitions[i].partition;
+        r->partitions[i].next_offset = rep->partitions[i].next_offset;
+        r->partitions[i].end_offset = rep->partitions[i].end_offset;
+    }
+    wire_release(evbus_Frame_fields, &reply);
+    *out = r;
+    return 0;
+
+nomem:
+    evbus_rule_test_result_free(r);
+    wire_release(evbus_Frame_fields, &reply);
+    return set_err(c, EVBUS_ENOMEM, "out of memory");
+}
+
+void evbus_rule_test_result_free(evbus_rule_test_result *r)
+{
+    if (r == NULL)
+        return;
+    for (size_t i = 0; i < r->n_matches; i++)
+        free(r->matches[i].json);
+    free(r->matches);
+    free(r->partitions);
+    free(r);
 }

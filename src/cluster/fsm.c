@@ -35,10 +35,13 @@ int fsm_validate_bus_name(const char *name, char *err, size_t err_len)
 
 /* ------------------------------------------------------------------ buses */
 
+static void rules_clear(fsm_bus *b);
+
 static void bus_free(fsm_bus *b)
 {
     if (b == NULL)
         return;
+    rules_clear(b);
     free(b->name);
     free(b->parts);
     free(b);
@@ -57,6 +60,7 @@ static fsm_bus *bus_new(const char *name, uint32_t bus_id, uint32_t partitions)
     }
     b->bus_id = bus_id;
     b->partitions = partitions;
+    b->next_rule_id = 1;
     return b;
 }
 
@@ -173,6 +177,277 @@ static void node_delete(fsm *f, uint32_t id)
     }
 }
 
+/* ------------------------------------------------------------------ rules */
+
+int fsm_validate_rule_name(const char *name, char *err, size_t err_len)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0 || n > FSM_MAX_RULE_NAME) {
+        snprintf(err, err_len, "rule name must be 1 to %u characters", FSM_MAX_RULE_NAME);
+        return EVBUS_EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-')) {
+            snprintf(err, err_len,
+                     "rule name may contain only [A-Za-z0-9._-] (bad character at %zu)", i);
+            return EVBUS_EINVAL;
+        }
+    }
+    return 0;
+}
+
+static void rule_free(fsm_rule *r)
+{
+    if (r == NULL)
+        return;
+    free(r->name);
+    free(r->pattern);
+    free(r->description);
+    free(r);
+}
+
+/* Frees every rule of a bus and its matcher (the caller deletes the stored keys). */
+static void rules_clear(fsm_bus *b)
+{
+    for (size_t i = 0; i < b->n_rules; i++)
+        rule_free(b->rules[i]);
+    free(b->rules);
+    free(b->rules_by_id);
+    b->rules = b->rules_by_id = NULL;
+    b->n_rules = b->cap_rules = 0;
+    rules_matcher_free(b->matcher);
+    b->matcher = NULL;
+}
+
+/* Index of `name` in b->rules, or where it would be inserted (then *found is 0). */
+static size_t rule_pos(const fsm_bus *b, const char *name, int *found)
+{
+    size_t lo = 0, hi = b->n_rules;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int cmp = strcmp(b->rules[mid]->name, name);
+        if (cmp == 0) {
+            *found = 1;
+            return mid;
+        }
+        if (cmp < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = 0;
+    return lo;
+}
+
+static size_t rule_id_pos(const fsm_bus *b, uint64_t id, int *found)
+{
+    size_t lo = 0, hi = b->n_rules;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        uint64_t v = b->rules_by_id[mid]->id;
+        if (v == id) {
+            *found = 1;
+            return mid;
+        }
+        if (v < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = 0;
+    return lo;
+}
+
+const fsm_rule *fsm_rule_find(const fsm_bus *b, const char *name)
+{
+    int found;
+    size_t i = rule_pos(b, name, &found);
+    return found ? b->rules[i] : NULL;
+}
+
+const fsm_rule *fsm_rule_by_id(const fsm_bus *b, uint64_t rule_id)
+{
+    int found;
+    size_t i = rule_id_pos(b, rule_id, &found);
+    return found ? b->rules_by_id[i] : NULL;
+}
+
+/* Inserts r (transferred) in both orders. The name and the id must be new to the bus. */
+static void rule_insert(fsm_bus *b, fsm_rule *r)
+{
+    if (b->n_rules == b->cap_rules) {
+        size_t cap = b->cap_rules ? b->cap_rules * 2 : 8;
+        fsm_rule **nr = realloc(b->rules, cap * sizeof(*nr));
+        if (nr != NULL)
+            b->rules = nr;
+        fsm_rule **ni = nr ? realloc(b->rules_by_id, cap * sizeof(*ni)) : NULL;
+        if (ni == NULL)
+            oom("rules");
+        b->rules_by_id = ni;
+        b->cap_rules = cap;
+    }
+    int found;
+    size_t at = rule_pos(b, r->name, &found);
+    memmove(&b->rules[at + 1], &b->rules[at], (b->n_rules - at) * sizeof(b->rules[0]));
+    b->rules[at] = r;
+    size_t at_id = rule_id_pos(b, r->id, &found);
+    memmove(&b->rules_by_id[at_id + 1], &b->rules_by_id[at_id],
+            (b->n_rules - at_id) * sizeof(b->rules_by_id[0]));
+    b->rules_by_id[at_id] = r;
+    b->n_rules++;
+}
+
+/* Takes r off both orders and frees it. */
+static void rule_remove(fsm_bus *b, fsm_rule *r)
+{
+    int found;
+    size_t at = rule_pos(b, r->name, &found);
+    size_t at_id = rule_id_pos(b, r->id, &found);
+    memmove(&b->rules[at], &b->rules[at + 1], (b->n_rules - at - 1) * sizeof(b->rules[0]));
+    memmove(&b->rules_by_id[at_id], &b->rules_by_id[at_id + 1],
+            (b->n_rules - at_id - 1) * sizeof(b->rules_by_id[0]));
+    b->n_rules--;
+    rule_free(r);
+}
+
+/*
+ * Puts rule `id` with pattern `p` into the bus's matcher (created on first use). 0, or the
+ * engine's error, logged (the engine is deterministic, so every replica gets the same); out of
+ * memory stops the process, as everywhere in apply.
+ */
+static int matcher_put(fsm_bus *b, uint64_t id, const rules_pattern *p)
+{
+    int rv = b->matcher == NULL ? rules_matcher_new(&b->matcher) : 0;
+    if (rv == 0)
+        rv = rules_matcher_add(b->matcher, id, p);
+    if (rv == EVBUS_ENOMEM)
+        oom("matcher");
+    if (rv != 0)
+        LOG_ERRORF(MOD, "rule matcher refused a rule", "bus=%s rule_id=%llu err=%s", b->name,
+                   (unsigned long long)id, evbus_errname(rv));
+    return rv;
+}
+
+static void matcher_drop(fsm_bus *b, uint64_t id)
+{
+    if (b->matcher != NULL)
+        rules_matcher_delete(b->matcher, id); /* ENOTFOUND: it was not in */
+}
+
+/*
+ * Parses a pattern (deterministic: same text, same limit, same answer on every node). 0 with *out
+ * set, or EVBUS_EINVAL / EVBUS_ETOOBIG with the parser's message in err; out of memory stops the
+ * process, as everywhere in apply.
+ */
+static int pattern_parse(const char *text, size_t max_bytes, rules_pattern **out, char *err,
+                         size_t err_len)
+{
+    rules_limits lim = {.max_pattern_bytes = max_bytes};
+    int rv = rules_pattern_parse(text, strlen(text), &lim, out, err, err_len);
+    if (rv == EVBUS_ENOMEM)
+        oom("pattern");
+    if (rv != 0 && rv != EVBUS_ETOOBIG)
+        rv = EVBUS_EINVAL;
+    return rv;
+}
+
+static void put_rule_meta(fsm *f, const fsm_bus *b, const fsm_rule *r)
+{
+    evbuscmd_RuleMeta m = evbuscmd_RuleMeta_init_zero;
+    m.name = r->name;
+    m.pattern = r->pattern;
+    m.description = r->description;
+    m.enabled = r->enabled != 0;
+    m.rule_id = r->id;
+    m.created_index = r->created_index;
+    m.updated_index = r->updated_index;
+    uint8_t *val;
+    size_t vlen;
+    if (wire_encode_body(evbuscmd_RuleMeta_fields, &m, &val, &vlen) != 0)
+        oom("rule meta");
+    uint8_t key[KEYS_RULE_PREFIX_LEN + FSM_MAX_RULE_NAME];
+    size_t klen = keys_rule(key, b->bus_id, r->name, strlen(r->name));
+    store_batch_put(f->batch, key, klen, val, vlen);
+    free(val);
+}
+
+static void del_rule_meta(fsm *f, const fsm_bus *b, const char *name)
+{
+    uint8_t key[KEYS_RULE_PREFIX_LEN + FSM_MAX_RULE_NAME];
+    size_t klen = keys_rule(key, b->bus_id, name, strlen(name));
+    store_batch_delete(f->batch, key, klen);
+}
+
+/* Deletes the stored rules of a bus (all of its 'R' range). */
+static void del_bus_rules(fsm *f, uint32_t bus_id)
+{
+    uint8_t lo[KEYS_RULE_PREFIX_LEN], hi[KEYS_RULE_PREFIX_LEN];
+    keys_rule(lo, bus_id, NULL, 0);
+    keys_rule(hi, bus_id + 1, NULL, 0);
+    store_batch_delete_range(f->batch, lo, sizeof(lo), hi, sizeof(hi));
+}
+
+/*
+ * A rule from stored or snapshot metadata (strings copied). Its pattern is parsed without the
+ * current size parameter (it was accepted when put); one that no longer parses is kept as
+ * broken, outside the matcher. Returns NULL only when out of memory.
+ */
+static fsm_rule *rule_from_meta(fsm_bus *b, const evbuscmd_RuleMeta *m)
+{
+    fsm_rule *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    r->name = strdup(m->name);
+    r->pattern = strdup(m->pattern);
+    r->description = strdup(m->description ? m->description : "");
+    if (r->name == NULL || r->pattern == NULL || r->description == NULL) {
+        rule_free(r);
+        return NULL;
+    }
+    r->id = m->rule_id;
+    r->enabled = m->enabled;
+    r->created_index = m->created_index;
+    r->updated_index = m->updated_index;
+    rules_pattern *p = NULL;
+    char err[256];
+    if (pattern_parse(r->pattern, FSM_MAX_PATTERN_BYTES, &p, err, sizeof(err)) != 0) {
+        LOG_WARNF(MOD, "stored rule pattern no longer parses; rule kept but never matches",
+                  "bus=%s rule=%s err=\"%s\"", b->name, r->name, err);
+        r->broken = 1;
+        return r;
+    }
+    r->memory_bytes = rules_pattern_memory(p);
+    if (r->enabled && matcher_put(b, r->id, p) != 0)
+        r->broken = 1;
+    rules_pattern_free(p);
+    return r;
+}
+
+/* Checks of RuleMeta from disk or a snapshot. 0 or EVBUS_EPROTO. */
+static int rule_meta_valid(const evbuscmd_RuleMeta *m)
+{
+    char why[128];
+    if (m->name == NULL || fsm_validate_rule_name(m->name, why, sizeof(why)) != 0 ||
+        m->pattern == NULL || m->rule_id == 0)
+        return EVBUS_EPROTO;
+    return 0;
+}
+
+int fsm_match(const fsm *f, uint32_t bus_id, const char *envelope, size_t len, uint64_t *ids,
+              size_t max, size_t *n)
+{
+    *n = 0;
+    const fsm_bus *b = fsm_bus_by_id(f, bus_id);
+    if (b == NULL)
+        return EVBUS_ENOTFOUND;
+    if (b->matcher == NULL)
+        return 0;
+    char err[256];
+    return rules_matcher_match(b->matcher, envelope, len, ids, max, n, err, sizeof(err));
+}
+
 /* ---------------------------------------------------------------- producers */
 
 static void seq_free(fsm_seq *q)
@@ -222,6 +497,7 @@ static void put_bus_meta(fsm *f, const fsm_bus *b)
     m.partitions = b->partitions;
     m.created_index = b->created_index;
     m.created_time_ms = b->created_time_ms;
+    m.next_rule_id = b->next_rule_id;
     uint8_t *val;
     size_t vlen;
     if (wire_encode_body(evbuscmd_BusMeta_fields, &m, &val, &vlen) != 0) {
@@ -360,6 +636,8 @@ static void put_params(fsm *f)
     m.dedup_window = f->params.dedup_window;
     m.dedup_max_producers = f->params.dedup_max_producers;
     m.dedup_ttl_ms = f->params.dedup_ttl_ms;
+    m.max_rules_per_bus = f->params.max_rules_per_bus;
+    m.max_pattern_bytes = f->params.max_pattern_bytes;
     uint8_t *val;
     size_t vlen;
     if (wire_encode_body(evbuscmd_SetParams_fields, &m, &val, &vlen) != 0)
@@ -427,6 +705,7 @@ static int load_buses(fsm *f, char *err, size_t err_len)
         }
         b->created_index = m.created_index;
         b->created_time_ms = m.created_time_ms;
+        b->next_rule_id = m.next_rule_id ? m.next_rule_id : 1;
         wire_release(evbuscmd_BusMeta_fields, &m);
         for (uint32_t p = 0; p < b->partitions; p++) {
             uint8_t key[KEYS_PART_LEN];
@@ -523,11 +802,41 @@ static int load_hole(fsm *f, const uint8_t *k, size_t klen, const uint8_t *v, si
     return 0;
 }
 
+static int load_rule(fsm *f, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen,
+                     char *err, size_t err_len)
+{
+    if (klen <= KEYS_RULE_PREFIX_LEN)
+        return 0;
+    fsm_bus *b = (fsm_bus *)fsm_bus_by_id(f, util_get_be32(k + 1));
+    if (b == NULL)
+        return 0; /* cannot happen: a bus's rules go with it in the same batch */
+    evbuscmd_RuleMeta m = evbuscmd_RuleMeta_init_zero;
+    int rv = wire_decode(evbuscmd_RuleMeta_fields, v, vlen, &m, err, err_len);
+    if (rv != 0)
+        return rv;
+    if (rule_meta_valid(&m) != 0 || fsm_rule_find(b, m.name) != NULL ||
+        fsm_rule_by_id(b, m.rule_id) != NULL || b->n_rules >= FSM_MAX_RULES_PER_BUS) {
+        snprintf(err, err_len, "corrupt rule record of bus %s", b->name);
+        wire_release(evbuscmd_RuleMeta_fields, &m);
+        return EVBUS_EPROTO;
+    }
+    fsm_rule *r = rule_from_meta(b, &m);
+    wire_release(evbuscmd_RuleMeta_fields, &m);
+    if (r == NULL)
+        return EVBUS_ENOMEM;
+    rule_insert(b, r);
+    if (r->id >= b->next_rule_id)
+        b->next_rule_id = r->id + 1;
+    return 0;
+}
+
 static void params_defaults(fsm_params *p)
 {
     p->dedup_window = FSM_DEFAULT_DEDUP_WINDOW;
     p->dedup_max_producers = FSM_DEFAULT_DEDUP_MAX_PRODUCERS;
     p->dedup_ttl_ms = FSM_DEFAULT_DEDUP_TTL_MS;
+    p->max_rules_per_bus = FSM_DEFAULT_MAX_RULES_PER_BUS;
+    p->max_pattern_bytes = FSM_DEFAULT_MAX_PATTERN_BYTES;
 }
 
 static void params_from(fsm_params *p, const evbuscmd_SetParams *m)
@@ -538,6 +847,10 @@ static void params_from(fsm_params *p, const evbuscmd_SetParams *m)
         p->dedup_max_producers = m->dedup_max_producers;
     if (m->dedup_ttl_ms >= 1000)
         p->dedup_ttl_ms = m->dedup_ttl_ms;
+    if (m->max_rules_per_bus >= 1 && m->max_rules_per_bus <= FSM_MAX_RULES_PER_BUS)
+        p->max_rules_per_bus = m->max_rules_per_bus;
+    if (m->max_pattern_bytes >= 1 && m->max_pattern_bytes <= FSM_MAX_PATTERN_BYTES)
+        p->max_pattern_bytes = m->max_pattern_bytes;
 }
 
 int fsm_init(fsm *f, store *db, char *err, size_t err_len)
@@ -567,10 +880,15 @@ int fsm_init(fsm *f, store *db, char *err, size_t err_len)
     if ((rv = load_buses(f, err, err_len)) != 0 ||
         (rv = scan_prefix(f, 'N', load_node, err, err_len)) != 0 ||
         (rv = scan_prefix(f, 'D', load_producer, err, err_len)) != 0 ||
-        (rv = scan_prefix(f, 'H', load_hole, err, err_len)) != 0)
+        (rv = scan_prefix(f, 'H', load_hole, err, err_len)) != 0 ||
+        (rv = scan_prefix(f, 'R', load_rule, err, err_len)) != 0)
         return rv;
-    LOG_INFOF(MOD, "state loaded", "applied_index=%llu buses=%zu nodes=%zu producers=%zu holes=%zu",
-              (unsigned long long)f->applied_index, f->n_buses, f->n_nodes, f->n_producers,
+    size_t n_rules = 0;
+    for (size_t i = 0; i < f->n_buses; i++)
+        n_rules += f->buses[i]->n_rules;
+    LOG_INFOF(MOD, "state loaded",
+              "applied_index=%llu buses=%zu rules=%zu nodes=%zu producers=%zu holes=%zu",
+              (unsigned long long)f->applied_index, f->n_buses, n_rules, f->n_nodes, f->n_producers,
               f->n_holes);
     return 0;
 }
@@ -662,6 +980,7 @@ static void apply_delete_bus(fsm *f, const evbuscmd_DeleteBus *d, fsm_op_result 
     hole_key(hlo, b->bus_id, 0);
     hole_key(hhi, b->bus_id + 1, 0);
     store_batch_delete_range(f->batch, hlo, sizeof(hlo), hhi, sizeof(hhi));
+    del_bus_rules(f, b->bus_id);
     for (uint32_t p = 0; p < b->partitions; p++)
         if (b->parts[p].hole_to > b->parts[p].hole_from)
             f->n_holes--;
@@ -669,6 +988,125 @@ static void apply_delete_bus(fsm *f, const evbuscmd_DeleteBus *d, fsm_op_result 
     size_t klen = keys_bus(key, b->name, strlen(b->name));
     store_batch_delete(f->batch, key, klen);
     bus_remove(f, b);
+}
+
+/* Rule commands. Results: 0; EVBUS_ENOTFOUND (bus or rule); EVBUS_EINVAL (name, description or
+ * pattern); EVBUS_ETOOBIG (pattern bytes or rules per bus over the replicated parameters). The
+ * rule id goes back in res->offset. */
+static void apply_put_rule(fsm *f, const evbuscmd_PutRule *c, uint64_t index, fsm_op_result *res)
+{
+    fsm_bus *b = (fsm_bus *)fsm_bus_by_id(f, c->bus_id);
+    char err[256];
+    if (b == NULL) {
+        res->code = EVBUS_ENOTFOUND;
+        return;
+    }
+    const char *desc = c->description ? c->description : "";
+    if (fsm_validate_rule_name(c->name, err, sizeof(err)) != 0 || c->pattern == NULL ||
+        strlen(desc) > FSM_MAX_RULE_DESCRIPTION) {
+        res->code = EVBUS_EINVAL;
+        return;
+    }
+    fsm_rule *r = (fsm_rule *)fsm_rule_find(b, c->name);
+    size_t cap = f->params.max_rules_per_bus < FSM_MAX_RULES_PER_BUS ? f->params.max_rules_per_bus
+                                                                     : FSM_MAX_RULES_PER_BUS;
+    if (strlen(c->pattern) > f->params.max_pattern_bytes || (r == NULL && b->n_rules >= cap)) {
+        res->code = EVBUS_ETOOBIG;
+        return;
+    }
+    rules_pattern *p = NULL;
+    int rv = pattern_parse(c->pattern, f->params.max_pattern_bytes, &p, err, sizeof(err));
+    if (rv != 0) {
+        LOG_DEBUGF(MOD, "rule pattern rejected in apply", "index=%llu bus=%s rule=%s err=\"%s\"",
+                   (unsigned long long)index, b->name, c->name, err);
+        res->code = rv;
+        return;
+    }
+    /* The matcher first: when it refuses, nothing has changed. */
+    uint64_t id = r ? r->id : b->next_rule_id;
+    if (!c->disabled && matcher_put(b, id, p) != 0) {
+        rules_pattern_free(p);
+        res->code = EVBUS_EINTERNAL;
+        return;
+    }
+    if (c->disabled)
+        matcher_drop(b, id);
+    char *pattern = strdup(c->pattern);
+    char *description = strdup(desc);
+    if (pattern == NULL || description == NULL)
+        oom("rule");
+    if (r == NULL) {
+        r = calloc(1, sizeof(*r));
+        if (r == NULL || (r->name = strdup(c->name)) == NULL)
+            oom("rule");
+        r->id = b->next_rule_id++;
+        r->created_index = index;
+        rule_insert(b, r);
+        put_bus_meta(f, b); /* next_rule_id */
+    } else {
+        free(r->pattern);
+        free(r->description);
+    }
+    r->pattern = pattern;
+    r->description = description;
+    r->enabled = !c->disabled;
+    r->broken = 0;
+    r->updated_index = index;
+    r->memory_bytes = rules_pattern_memory(p);
+    rules_pattern_free(p);
+    put_rule_meta(f, b, r);
+    res->offset = r->id;
+}
+
+static void apply_delete_rule(fsm *f, const evbuscmd_DeleteRule *c, fsm_op_result *res)
+{
+    fsm_bus *b = (fsm_bus *)fsm_bus_by_id(f, c->bus_id);
+    fsm_rule *r = b && c->name ? (fsm_rule *)fsm_rule_find(b, c->name) : NULL;
+    if (r == NULL) {
+        res->code = EVBUS_ENOTFOUND;
+        return;
+    }
+    res->offset = r->id;
+    matcher_drop(b, r->id);
+    del_rule_meta(f, b, r->name);
+    rule_remove(b, r);
+}
+
+static void apply_set_rule_state(fsm *f, const evbuscmd_SetRuleState *c, uint64_t index,
+                                 fsm_op_result *res)
+{
+    fsm_bus *b = (fsm_bus *)fsm_bus_by_id(f, c->bus_id);
+    fsm_rule *r = b && c->name ? (fsm_rule *)fsm_rule_find(b, c->name) : NULL;
+    if (r == NULL) {
+        res->code = EVBUS_ENOTFOUND;
+        return;
+    }
+    res->offset = r->id;
+    int enable = c->enabled != 0;
+    if (r->enabled == enable)
+        return; /* already so: nothing changes, not even updated_index */
+    if (enable) {
+        rules_pattern *p = NULL;
+        char err[256];
+        /* Accepted when put: parsed against the hard cap, not today's parameter. */
+        int rv = r->broken ? EVBUS_EINVAL
+                           : pattern_parse(r->pattern, FSM_MAX_PATTERN_BYTES, &p, err, sizeof(err));
+        if (rv != 0) {
+            res->code = EVBUS_EINVAL;
+            return;
+        }
+        rv = matcher_put(b, r->id, p);
+        rules_pattern_free(p);
+        if (rv != 0) {
+            res->code = EVBUS_EINTERNAL;
+            return;
+        }
+    } else {
+        matcher_drop(b, r->id);
+    }
+    r->enabled = enable;
+    r->updated_index = index;
+    put_rule_meta(f, b, r);
 }
 
 /* Partitions touched by this entry, so each partition's metadata is written once per batch. */
@@ -927,6 +1365,11 @@ int fsm_apply(fsm *f, const uint8_t *buf, size_t len, const fsm_entry_result **r
             params_from(&f->params, &op->op.set_params);
             put_params(f);
             break;
+        case evbuscmd_Op_put_rule_tag: apply_put_rule(f, &op->op.put_rule, index, res); break;
+        case evbuscmd_Op_delete_rule_tag: apply_delete_rule(f, &op->op.delete_rule, res); break;
+        case evbuscmd_Op_set_rule_state_tag:
+            apply_set_rule_state(f, &op->op.set_rule_state, index, res);
+            break;
         default: res->code = EVBUS_EUNKNOWN_MSG; break;
         }
     }
@@ -966,9 +1409,23 @@ int fsm_snapshot(fsm *f, uint8_t **out, size_t *out_len)
         m->partitions = b->partitions;
         m->created_index = b->created_index;
         m->created_time_ms = b->created_time_ms;
+        m->next_rule_id = b->next_rule_id;
         m->parts = calloc(b->partitions, sizeof(*m->parts));
-        if (m->parts == NULL)
+        m->rules = calloc(b->n_rules ? b->n_rules : 1, sizeof(*m->rules));
+        if (m->parts == NULL || m->rules == NULL)
             goto out;
+        /* Borrowed strings; in name order (restore checks it). */
+        for (size_t r = 0; r < b->n_rules; r++) {
+            const fsm_rule *rule = b->rules[r];
+            evbuscmd_RuleMeta *rm = &m->rules[m->rules_count++];
+            rm->name = rule->name;
+            rm->pattern = rule->pattern;
+            rm->description = rule->description;
+            rm->enabled = rule->enabled != 0;
+            rm->rule_id = rule->id;
+            rm->created_index = rule->created_index;
+            rm->updated_index = rule->updated_index;
+        }
         for (uint32_t p = 0; p < b->partitions; p++) {
             evbuscmd_PartitionMeta *pm = &m->parts[m->parts_count++];
             pm->bus_id = b->bus_id;
@@ -997,6 +1454,8 @@ int fsm_snapshot(fsm *f, uint8_t **out, size_t *out_len)
     s.params.dedup_window = f->params.dedup_window;
     s.params.dedup_max_producers = f->params.dedup_max_producers;
     s.params.dedup_ttl_ms = f->params.dedup_ttl_ms;
+    s.params.max_rules_per_bus = f->params.max_rules_per_bus;
+    s.params.max_pattern_bytes = f->params.max_pattern_bytes;
     if ((rv = wire_encode_body(evbuscmd_Snapshot_fields, &s, out, out_len)) != 0)
         goto out;
     /* Raft may drop log entries up to this snapshot: RocksDB must hold them durably first. */
@@ -1009,9 +1468,43 @@ out:
         free(s.producers[i].recent);
     free(s.producers);
     free(s.nodes);
-    for (pb_size_t i = 0; i < s.buses_count; i++)
+    for (pb_size_t i = 0; i < s.buses_count; i++) {
         free(s.buses[i].parts);
+        free(s.buses[i].rules);
+    }
     free(s.buses);
+    return rv;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* A snapshot bus's rules: valid, names strictly increasing, ids distinct and below the counter. */
+static int rules_valid(const evbuscmd_BusMeta *m)
+{
+    if (m->rules_count > FSM_MAX_RULES_PER_BUS)
+        return EVBUS_EPROTO;
+    if (m->rules_count == 0)
+        return 0;
+    uint64_t *ids = malloc(m->rules_count * sizeof(*ids));
+    if (ids == NULL)
+        return EVBUS_ENOMEM;
+    int rv = 0;
+    for (pb_size_t r = 0; r < m->rules_count && rv == 0; r++) {
+        const evbuscmd_RuleMeta *rm = &m->rules[r];
+        if (rule_meta_valid(rm) != 0 || (r > 0 && strcmp(m->rules[r - 1].name, rm->name) >= 0) ||
+            (m->next_rule_id != 0 && rm->rule_id >= m->next_rule_id))
+            rv = EVBUS_EPROTO;
+        ids[r] = rm->rule_id;
+    }
+    qsort(ids, m->rules_count, sizeof(*ids), cmp_u64);
+    for (pb_size_t r = 1; r < m->rules_count && rv == 0; r++)
+        if (ids[r] == ids[r - 1])
+            rv = EVBUS_EPROTO;
+    free(ids);
     return rv;
 }
 
@@ -1033,6 +1526,10 @@ static int snapshot_valid(const evbuscmd_Snapshot *s, char *err, size_t err_len)
                          (unsigned)p);
                 return EVBUS_EPROTO;
             }
+        }
+        if (rules_valid(m) != 0) {
+            snprintf(err, err_len, "rules of bus %s in the snapshot are malformed", m->name);
+            return EVBUS_EPROTO;
         }
     }
     for (pb_size_t i = 0; i < s->producers_count; i++) {
@@ -1096,6 +1593,20 @@ int fsm_restore(fsm *f, const uint8_t *buf, size_t len)
             b->created_index = m->created_index;
             b->created_time_ms = m->created_time_ms;
         }
+        /* The snapshot's rules replace this bus's rules, in memory and on disk. */
+        rules_clear(b);
+        del_bus_rules(f, b->bus_id);
+        for (pb_size_t r = 0; r < m->rules_count; r++) {
+            fsm_rule *rule = rule_from_meta(b, &m->rules[r]);
+            if (rule == NULL)
+                oom("restore");
+            rule_insert(b, rule);
+            put_rule_meta(f, b, rule);
+        }
+        b->next_rule_id = m->next_rule_id ? m->next_rule_id : 1;
+        for (pb_size_t r = 0; r < m->rules_count; r++)
+            if (m->rules[r].rule_id >= b->next_rule_id)
+                b->next_rule_id = m->rules[r].rule_id + 1;
         for (pb_size_t p = 0; p < m->parts_count; p++) {
             const evbuscmd_PartitionMeta *pm = &m->parts[p];
             fsm_partition *part = &b->parts[p];

@@ -19,8 +19,20 @@
  *     is far deeper than the entries in flight.
  *
  * In-memory state is a cache of the RocksDB metadata keys, loaded at open.
- * Snapshots are metadata-only (buses, partition ranges, applied index); event
- * bodies stay in RocksDB.
+ * Snapshots are metadata-only (buses, partition ranges, rules, applied index);
+ * event bodies stay in RocksDB.
+ *
+ * Rules. Each bus holds its rules (sorted by name) and a rules_matcher with its
+ * ENABLED rules, so every replica evaluates the same rule set at the same log
+ * position. Rule commands (PutRule, DeleteRule, SetRuleState) change both in
+ * apply; the pattern is parsed there again with rules_pattern_parse (pure and
+ * deterministic), so an invalid pattern is rejected in the result on every node
+ * alike. A rule's id is a per-bus counter (BusMeta.next_rule_id), assigned when
+ * a name is first put and kept when the rule is replaced; ids are never reused
+ * within a bus. Limits (rules per bus, pattern bytes) are replicated parameters
+ * (SetParams), never the local config. Rules are stored under 'R' bus_id name
+ * (RuleMeta) and go into snapshots inside their BusMeta; deleting a bus deletes
+ * its rules.
  */
 #ifndef EVBUS_CLUSTER_FSM_H
 #define EVBUS_CLUSTER_FSM_H
@@ -28,6 +40,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rules/rules.h"
 #include "storage/store.h"
 
 typedef struct fsm_partition {
@@ -68,11 +81,36 @@ typedef struct fsm_params {
     uint32_t dedup_window;
     uint32_t dedup_max_producers;
     uint64_t dedup_ttl_ms;
+    uint32_t max_rules_per_bus; /* 1..FSM_MAX_RULES_PER_BUS */
+    uint32_t max_pattern_bytes; /* 1..FSM_MAX_PATTERN_BYTES */
 } fsm_params;
 
 #define FSM_DEFAULT_DEDUP_WINDOW 16u
 #define FSM_DEFAULT_DEDUP_MAX_PRODUCERS 4096u
 #define FSM_DEFAULT_DEDUP_TTL_MS (15u * 60u * 1000u)
+#define FSM_DEFAULT_MAX_RULES_PER_BUS 300u  /* EventBridge's default quota per bus */
+#define FSM_DEFAULT_MAX_PATTERN_BYTES 4096u /* RULES_DEFAULT_MAX_PATTERN_BYTES */
+/* Hard caps, whatever the parameters say. Rules per bus: a snapshot lists a bus's rules in one
+ * repeated field, whose count nanopb keeps in 16 bits. */
+#define FSM_MAX_RULES_PER_BUS 10000u
+#define FSM_MAX_PATTERN_BYTES 65536u
+#define FSM_MAX_RULE_NAME 64u
+#define FSM_MAX_RULE_DESCRIPTION 512u
+
+/* One rule of a bus. */
+typedef struct fsm_rule {
+    char *name;
+    char *pattern; /* JSON text as put */
+    char *description;
+    int enabled; /* in the bus's matcher */
+    /* The stored pattern no longer parses (written by another version of the parser): kept and
+     * listed, but never in the matcher. The same on every replica running this version. */
+    int broken;
+    uint64_t id;
+    uint64_t created_index;
+    uint64_t updated_index;
+    size_t memory_bytes; /* rules_pattern_memory() of the parsed pattern */
+} fsm_rule;
 
 typedef struct fsm_bus {
     char *name;
@@ -80,7 +118,12 @@ typedef struct fsm_bus {
     uint32_t partitions;
     uint64_t created_index;
     uint64_t created_time_ms;
-    fsm_partition *parts; /* partitions entries */
+    fsm_partition *parts;   /* partitions entries */
+    fsm_rule **rules;       /* n_rules, sorted by name (bytewise) */
+    fsm_rule **rules_by_id; /* the same rules, sorted by id */
+    size_t n_rules, cap_rules;
+    uint64_t next_rule_id;
+    rules_matcher *matcher; /* the enabled rules; NULL until the first one */
 } fsm_bus;
 
 typedef struct fsm_op_result {
@@ -173,6 +216,23 @@ const fsm_bus *fsm_bus_by_id(const fsm *f, uint32_t bus_id);
 
 /* Validates a bus name: [A-Za-z0-9._-]{1,256}. 0 or EVBUS_EINVAL with the reason in err. */
 int fsm_validate_bus_name(const char *name, char *err, size_t err_len);
+
+/* Validates a rule name: [A-Za-z0-9._-]{1,64}. 0 or EVBUS_EINVAL with the reason in err. */
+int fsm_validate_rule_name(const char *name, char *err, size_t err_len);
+
+/* The rule `name` of a bus, or NULL. */
+const fsm_rule *fsm_rule_find(const fsm_bus *b, const char *name);
+/* The rule with id `rule_id` of a bus, or NULL (ids map matches back to names). */
+const fsm_rule *fsm_rule_by_id(const fsm_bus *b, uint64_t rule_id);
+
+/*
+ * Matches an event envelope (JSON text of len bytes) against the enabled rules of bus `bus_id`
+ * as of the applied index: writes up to `max` matching rule ids (ascending, each once) into ids
+ * and the full count into *n (may exceed max). Loop thread only (the matcher is not
+ * thread-safe). Errors: EVBUS_ENOTFOUND (no such bus), EVBUS_EINVAL (not a JSON object).
+ */
+int fsm_match(const fsm *f, uint32_t bus_id, const char *envelope, size_t len, uint64_t *ids,
+              size_t max, size_t *n);
 
 #define FSM_MAX_PARTITIONS 1024u
 /* nanopb's repeated-field counts are 16-bit (snapshots list every bus). */

@@ -554,12 +554,16 @@ static void leader_housekeeping(node *n)
     const fsm_params *cur = &n->fsm->params;
     if (cur->dedup_window != n->params.dedup_window ||
         cur->dedup_max_producers != n->params.dedup_max_producers ||
-        cur->dedup_ttl_ms != n->params.dedup_ttl_ms) {
+        cur->dedup_ttl_ms != n->params.dedup_ttl_ms ||
+        cur->max_rules_per_bus != n->params.max_rules_per_bus ||
+        cur->max_pattern_bytes != n->params.max_pattern_bytes) {
         evbuscmd_Op op = evbuscmd_Op_init_zero;
         op.which_op = evbuscmd_Op_set_params_tag;
         op.op.set_params.dedup_window = n->params.dedup_window;
         op.op.set_params.dedup_max_producers = n->params.dedup_max_producers;
         op.op.set_params.dedup_ttl_ms = n->params.dedup_ttl_ms;
+        op.op.set_params.max_rules_per_bus = n->params.max_rules_per_bus;
+        op.op.set_params.max_pattern_bytes = n->params.max_pattern_bytes;
         if (append_op(&ops, &op) == 0)
             n_ops++;
     }

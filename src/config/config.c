@@ -38,9 +38,12 @@ static const key_def KEYS[] = {
     {"region", K_NAME, STR(region), 0, 0, "local", "region stamped on events"},
     {"max-entry-bytes", K_U32, U32(max_entry_bytes), 4096, 4u << 20, "262144",
      "group commit: largest Raft entry built from concurrent publishes"},
-    {"snapshot-threshold", K_U32, U32(snapshot_threshold), 16, 1u << 30, "4096",
+    /* libraft keeps the log since the last snapshot in memory: with entries of up to
+     * max-entry-bytes (256 KiB) the defaults bound it to about 192 MiB per node. A node that was
+     * down for longer than the trailing entries catches up by snapshot + backfill. */
+    {"snapshot-threshold", K_U32, U32(snapshot_threshold), 16, 1u << 30, "512",
      "Raft entries between two snapshots"},
-    {"snapshot-trailing", K_U32, U32(snapshot_trailing), 16, 1u << 30, "4096",
+    {"snapshot-trailing", K_U32, U32(snapshot_trailing), 16, 1u << 30, "256",
      "Raft entries kept in the log behind a snapshot"},
     {"default-partitions", K_U32, U32(default_partitions), 1, 1024, "4",
      "partitions of a bus created without --partitions"},
@@ -56,6 +59,11 @@ static const key_def KEYS[] = {
      "idempotent publish: a producer idle this long is forgotten"},
     {"read-wait-ms", K_U32, U32(read_wait_ms), 0, 60000, "5000",
      "longest a read-after-write waits for this node to apply the index asked for"},
+    {"max-rules-per-bus", K_U32, U32(max_rules_per_bus), 1, 10000, "300",
+     "rules a bus may hold (enabled or not; replicated: the leader's value applies)"},
+    {"max-pattern-bytes", K_U32, U32(max_pattern_bytes), 64, 65536, "4096",
+     "largest event pattern of a rule or of 'rule test', in bytes (replicated like "
+     "max-rules-per-bus)"},
 };
 #define N_KEYS (sizeof(KEYS) / sizeof(KEYS[0]))
 

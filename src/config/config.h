@@ -32,7 +32,9 @@ typedef struct config {
     uint32_t dedup_window;
     uint32_t dedup_max_producers;
     uint32_t dedup_ttl_s;
-    uint32_t read_wait_ms; /* bound of a read-after-write wait */
+    uint32_t read_wait_ms;      /* bound of a read-after-write wait */
+    uint32_t max_rules_per_bus; /* rules per bus (proposed to the state machine by a leader) */
+    uint32_t max_pattern_bytes; /* largest rule pattern (idem) */
 } config;
 
 /* One initial member from the bootstrap list. */

@@ -188,7 +188,9 @@ int main(int argc, char **argv)
         .join = s.cfg.join,
         .params = {.dedup_window = s.cfg.dedup_window,
                    .dedup_max_producers = s.cfg.dedup_max_producers,
-                   .dedup_ttl_ms = (uint64_t)s.cfg.dedup_ttl_s * 1000u},
+                   .dedup_ttl_ms = (uint64_t)s.cfg.dedup_ttl_s * 1000u,
+                   .max_rules_per_bus = s.cfg.max_rules_per_bus,
+                   .max_pattern_bytes = s.cfg.max_pattern_bytes},
     };
     if (node_create(&s.loop, &nc, &s.fsm, &s.node, err, sizeof(err)) != 0 ||
         node_start(s.node, err, sizeof(err)) != 0) {

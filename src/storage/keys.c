@@ -38,3 +38,12 @@ size_t keys_bus(uint8_t *out, const char *name, size_t name_len)
     memcpy(out + 1, name, name_len);
     return 1 + name_len;
 }
+
+size_t keys_rule(uint8_t *out, uint32_t bus_id, const char *name, size_t name_len)
+{
+    out[0] = 'R';
+    util_put_be32(out + 1, bus_id);
+    if (name_len)
+        memcpy(out + KEYS_RULE_PREFIX_LEN, name, name_len);
+    return KEYS_RULE_PREFIX_LEN + name_len;
+}

@@ -7,6 +7,9 @@
  *   'B' bus name           BusMeta (protobuf)
  *   'P' bus_id partition   PartitionMeta: first_offset u64, next_offset u64
  *   'E' bus_id partition offset   the event's JSON envelope (without "offset")
+ *   'R' bus_id rule name   RuleMeta (protobuf); a bus's rules are one key range
+ *   'H' bus_id partition   backfill hole (local, not replicated)
+ *   'N' node_id            NodeMeta;  'D' producer_id   ProducerMeta (dedup table)
  */
 #ifndef EVBUS_STORAGE_KEYS_H
 #define EVBUS_STORAGE_KEYS_H
@@ -27,5 +30,10 @@ int keys_event_parse(const uint8_t *key, size_t len, uint32_t *bus_id, uint32_t 
 void keys_partition(uint8_t out[KEYS_PART_LEN], uint32_t bus_id, uint32_t partition);
 /* 'B' + name into out (room for 1 + name_len). Returns the key length. */
 size_t keys_bus(uint8_t *out, const char *name, size_t name_len);
+
+#define KEYS_RULE_PREFIX_LEN 5u
+/* 'R' + bus_id + name into out (room for KEYS_RULE_PREFIX_LEN + name_len). Returns the key
+ * length. With name_len 0: the first key of the bus's rule range. */
+size_t keys_rule(uint8_t *out, uint32_t bus_id, const char *name, size_t name_len);
 
 #endif

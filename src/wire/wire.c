@@ -163,6 +163,16 @@ const char *wire_body_name(pb_size_t which_body)
     case evbus_Frame_node_status_reply_tag: return "NodeStatusReply";
     case evbus_Frame_checksum_tag: return "Checksum";
     case evbus_Frame_checksum_reply_tag: return "ChecksumReply";
+    case evbus_Frame_put_rule_tag: return "PutRule";
+    case evbus_Frame_delete_rule_tag: return "DeleteRule";
+    case evbus_Frame_enable_rule_tag: return "EnableRule";
+    case evbus_Frame_disable_rule_tag: return "DisableRule";
+    case evbus_Frame_list_rules_tag: return "ListRules";
+    case evbus_Frame_describe_rule_tag: return "DescribeRule";
+    case evbus_Frame_rule_reply_tag: return "RuleReply";
+    case evbus_Frame_list_rules_reply_tag: return "ListRulesReply";
+    case evbus_Frame_test_rule_tag: return "TestRule";
+    case evbus_Frame_test_rule_reply_tag: return "TestRuleReply";
     }
     return "unknown";
 }

@@ -1,6 +1,8 @@
 /* Unit tests of cluster/fsm on a real RocksDB in a temp dir: offsets assigned in apply, gap-free
  * per partition; bad ops rejected in the result; replayed entries skipped; state survives a
- * reopen; metadata snapshots restore; bus deletion removes events; key order is numeric order. */
+ * reopen; metadata snapshots restore; bus deletion removes events; key order is numeric order;
+ * rule commands change the rule set and each bus's matcher, survive a reopen and a snapshot, and
+ * go with their bus. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -59,6 +61,47 @@ static void add_publish(ops_builder *b, uint32_t bus_id, uint32_t part, const ch
     op->op.publish.bus_id = bus_id;
     op->op.publish.partition = part;
     op->op.publish.envelope = ba;
+}
+
+static void add_put_rule(ops_builder *b, uint32_t bus_id, const char *name, const char *pattern,
+                         int disabled)
+{
+    evbuscmd_Op *op = &b->ops[b->n++];
+    memset(op, 0, sizeof(*op));
+    op->which_op = evbuscmd_Op_put_rule_tag;
+    op->op.put_rule.bus_id = bus_id;
+    op->op.put_rule.name = (char *)name;
+    op->op.put_rule.pattern = (char *)pattern;
+    op->op.put_rule.description = (char *)"d";
+    op->op.put_rule.disabled = disabled != 0;
+}
+
+static void add_delete_rule(ops_builder *b, uint32_t bus_id, const char *name)
+{
+    evbuscmd_Op *op = &b->ops[b->n++];
+    memset(op, 0, sizeof(*op));
+    op->which_op = evbuscmd_Op_delete_rule_tag;
+    op->op.delete_rule.bus_id = bus_id;
+    op->op.delete_rule.name = (char *)name;
+}
+
+static void add_rule_state(ops_builder *b, uint32_t bus_id, const char *name, int enabled)
+{
+    evbuscmd_Op *op = &b->ops[b->n++];
+    memset(op, 0, sizeof(*op));
+    op->which_op = evbuscmd_Op_set_rule_state_tag;
+    op->op.set_rule_state.bus_id = bus_id;
+    op->op.set_rule_state.name = (char *)name;
+    op->op.set_rule_state.enabled = enabled != 0;
+}
+
+static void add_rule_params(ops_builder *b, uint32_t max_rules, uint32_t max_pattern_bytes)
+{
+    evbuscmd_Op *op = &b->ops[b->n++];
+    memset(op, 0, sizeof(*op));
+    op->which_op = evbuscmd_Op_set_params_tag;
+    op->op.set_params.max_rules_per_bus = max_rules;
+    op->op.set_params.max_pattern_bytes = max_pattern_bytes;
 }
 
 static const fsm_entry_result *apply(fsm *f, uint64_t index, ops_builder *b)
@@ -218,6 +261,206 @@ static void test_apply_offsets_and_replay(void **state)
     store_close(db);
 }
 
+#define EV_SHOP "{\"source\":\"shop\",\"detail-type\":\"Order\",\"detail\":{\"n\":5}}"
+#define EV_OTHER "{\"source\":\"other\",\"detail-type\":\"Order\",\"detail\":{\"n\":1}}"
+
+/* The rule ids of bus `bus_id` matching `event`, as a comma-separated list ("" for none). */
+static const char *matches(fsm *f, uint32_t bus_id, const char *event)
+{
+    static char out[256];
+    uint64_t ids[16];
+    size_t n = 99;
+    assert_int_equal(fsm_match(f, bus_id, event, strlen(event), ids, 16, &n), 0);
+    assert_true(n <= 16);
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++)
+        snprintf(out + strlen(out), sizeof(out) - strlen(out), "%s%llu", i ? "," : "",
+                 (unsigned long long)ids[i]);
+    return out;
+}
+
+/* The rule set of `orders` as the tests below build it: r1 (id 1, enabled, source shop),
+ * r2 (id 2, enabled, detail-type Order), r4 (id 4, disabled). */
+static void assert_rules_state(fsm *f, uint32_t bus_id, uint64_t next_rule_id)
+{
+    const fsm_bus *b = fsm_bus_by_id(f, bus_id);
+    assert_non_null(b);
+    assert_int_equal(b->n_rules, 3);
+    assert_string_equal(b->rules[0]->name, "r1");
+    assert_string_equal(b->rules[1]->name, "r2");
+    assert_string_equal(b->rules[2]->name, "r4");
+    const fsm_rule *r2 = fsm_rule_find(b, "r2");
+    assert_non_null(r2);
+    assert_int_equal(r2->id, 2);
+    assert_int_equal(r2->enabled, 1);
+    assert_string_equal(r2->pattern, "{\"detail-type\":[\"Order\"]}");
+    assert_string_equal(r2->description, "d");
+    assert_true(r2->memory_bytes > 0);
+    assert_ptr_equal(fsm_rule_by_id(b, 4), fsm_rule_find(b, "r4"));
+    assert_int_equal(fsm_rule_find(b, "r4")->enabled, 0);
+    assert_null(fsm_rule_by_id(b, 3));
+    assert_null(fsm_rule_find(b, "r3"));
+    assert_int_equal(b->next_rule_id, next_rule_id);
+    assert_string_equal(matches(f, bus_id, EV_SHOP), "1,2");
+    assert_string_equal(matches(f, bus_id, EV_OTHER), "2");
+}
+
+static void test_rules(void **state)
+{
+    (void)state;
+    store *db = open_db("rules1");
+    fsm f;
+    open_fsm(&f, db);
+    ops_builder b = {0};
+    add_create(&b, "orders", 2);
+    add_create(&b, "other", 1);
+    const fsm_entry_result *r = apply(&f, 1, &b);
+    assert_int_equal(r->ops[0].code, 0);
+    uint32_t id = fsm_bus_find(&f, "orders")->bus_id;
+    uint32_t other = fsm_bus_find(&f, "other")->bus_id;
+    assert_int_equal(f.params.max_rules_per_bus, FSM_DEFAULT_MAX_RULES_PER_BUS);
+    assert_int_equal(f.params.max_pattern_bytes, FSM_DEFAULT_MAX_PATTERN_BYTES);
+
+    /* Puts: valid ones get ids 1, 2, 3 in order; bad input is refused in the result. */
+    add_put_rule(&b, id, "r1", "{\"source\":[\"shop\"]}", 0);
+    add_put_rule(&b, id, "r2", "{\"detail-type\":[\"Other\"]}", 1);
+    add_put_rule(&b, id, "r3", "{\"source\":[\"other\"]}", 0);
+    add_put_rule(&b, id, "bad", "{\"detail\":{\"n\":5}}", 0); /* not an array */
+    add_put_rule(&b, id, "bad", "[1]", 0);
+    add_put_rule(&b, id, "bad name", "{\"a\":[1]}", 0);
+    add_put_rule(&b, id + 99, "r9", "{\"a\":[1]}", 0);
+    add_put_rule(&b, other, "r1", "{\"source\":[\"other\"]}", 0); /* a name per bus */
+    r = apply(&f, 2, &b);
+    assert_int_equal(r->n_ops, 8);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(r->ops[i].code, 0);
+        assert_int_equal(r->ops[i].offset, i + 1); /* the rule id */
+    }
+    assert_int_equal(r->ops[3].code, EVBUS_EINVAL);
+    assert_int_equal(r->ops[4].code, EVBUS_EINVAL);
+    assert_int_equal(r->ops[5].code, EVBUS_EINVAL);
+    assert_int_equal(r->ops[6].code, EVBUS_ENOTFOUND);
+    assert_int_equal(r->ops[7].code, 0);
+    assert_int_equal(r->ops[7].offset, 1);
+    const fsm_bus *bus = fsm_bus_find(&f, "orders");
+    assert_int_equal(bus->n_rules, 3);
+    assert_int_equal(fsm_rule_find(bus, "r1")->created_index, 2);
+    assert_string_equal(matches(&f, id, EV_SHOP), "1"); /* r2 disabled */
+    assert_string_equal(matches(&f, id, EV_OTHER), "3");
+    assert_string_equal(matches(&f, other, EV_OTHER), "1");
+    uint64_t ids[4];
+    size_t n;
+    assert_int_equal(fsm_match(&f, id + 99, EV_SHOP, strlen(EV_SHOP), ids, 4, &n), EVBUS_ENOTFOUND);
+
+    /* Replace keeps the id and takes the new state; enable/disable; delete. */
+    add_put_rule(&b, id, "r2", "{\"detail-type\":[\"Order\"]}", 0);
+    add_rule_state(&b, id, "r1", 0);
+    add_rule_state(&b, id, "r1", 1);
+    add_rule_state(&b, id, "r1", 1); /* already enabled: no change */
+    add_rule_state(&b, id, "nope", 1);
+    add_delete_rule(&b, id, "r3");
+    add_delete_rule(&b, id, "r3");
+    add_put_rule(&b, id, "r4", "{\"source\":[\"x\"]}", 1); /* id 4: ids are not reused */
+    r = apply(&f, 3, &b);
+    assert_int_equal(r->ops[0].code, 0);
+    assert_int_equal(r->ops[0].offset, 2);
+    assert_int_equal(r->ops[1].code, 0);
+    assert_int_equal(r->ops[2].code, 0);
+    assert_int_equal(r->ops[3].code, 0);
+    assert_int_equal(r->ops[4].code, EVBUS_ENOTFOUND);
+    assert_int_equal(r->ops[5].code, 0);
+    assert_int_equal(r->ops[6].code, EVBUS_ENOTFOUND);
+    assert_int_equal(r->ops[7].code, 0);
+    assert_int_equal(r->ops[7].offset, 4);
+    assert_int_equal(fsm_rule_find(bus, "r1")->updated_index, 3);
+    assert_int_equal(fsm_rule_find(bus, "r1")->created_index, 2);
+    assert_rules_state(&f, id, 5);
+
+    /* Limits are replicated parameters: rules per bus, then pattern bytes. */
+    add_rule_params(&b, 4, 64);
+    add_put_rule(&b, id, "r5", "{\"source\":[\"y\"]}", 0);
+    add_put_rule(&b, id, "r6", "{\"source\":[\"z\"]}", 0);               /* 5th rule */
+    add_put_rule(&b, id, "r5", "{\"source\":[\"replace is fine\"]}", 0); /* not a new one */
+    add_put_rule(&b, other, "p",
+                 "{\"source\":[\"0123456789012345678901234567890123456789012345"
+                 "67890123456789\"]}",
+                 0);
+    add_delete_rule(&b, id, "r5");
+    r = apply(&f, 4, &b);
+    assert_int_equal(r->ops[1].code, 0);
+    assert_int_equal(r->ops[2].code, EVBUS_ETOOBIG);
+    assert_int_equal(r->ops[3].code, 0);
+    assert_int_equal(r->ops[4].code, EVBUS_ETOOBIG);
+    assert_int_equal(r->ops[5].code, 0);
+    assert_int_equal(f.params.max_rules_per_bus, 4);
+    assert_int_equal(f.params.max_pattern_bytes, 64);
+    assert_int_equal(fsm_bus_find(&f, "orders")->next_rule_id, 6);
+    add_rule_params(&b, FSM_DEFAULT_MAX_RULES_PER_BUS, FSM_DEFAULT_MAX_PATTERN_BYTES);
+    r = apply(&f, 5, &b);
+
+    /* Reopen: rules, ids, the id counter and the matcher come back from RocksDB. */
+    fsm_close(&f);
+    store_close(db);
+    db = open_db("rules1");
+    open_fsm(&f, db);
+    bus = fsm_bus_find(&f, "orders");
+    assert_int_equal(bus->next_rule_id, 6);
+    assert_int_equal(fsm_rule_find(bus, "r4")->id, 4);
+    assert_int_equal(bus->n_rules, 3);
+    assert_string_equal(matches(&f, id, EV_SHOP), "1,2");
+
+    /* Snapshot, restore into an empty node: the same rules and matches; a node that had other
+     * rules for the bus drops them. */
+    uint8_t *snap;
+    size_t snap_len;
+    assert_int_equal(fsm_snapshot(&f, &snap, &snap_len), 0);
+    store *db2 = open_db("rules2");
+    fsm g;
+    open_fsm(&g, db2);
+    add_create(&b, "orders", 2);
+    r = apply(&g, 1, &b);
+    add_put_rule(&b, fsm_bus_find(&g, "orders")->bus_id, "stale", "{\"a\":[1]}", 0);
+    r = apply(&g, 2, &b);
+    assert_int_equal(r->ops[0].code, 0);
+    assert_int_equal(fsm_restore(&g, snap, snap_len), 0);
+    free(snap);
+    assert_rules_state(&g, id, 6);
+    assert_string_equal(matches(&g, other, EV_OTHER), "1");
+    /* The restored state is on disk too. */
+    fsm_close(&g);
+    store_close(db2);
+    db2 = open_db("rules2");
+    open_fsm(&g, db2);
+    assert_rules_state(&g, id, 6);
+    add_put_rule(&b, id, "r7", "{\"a\":[1]}", 0);
+    r = apply(&g, 6, &b);
+    assert_int_equal(r->ops[0].code, 0);
+    assert_int_equal(r->ops[0].offset, 6);
+    fsm_close(&g);
+    store_close(db2);
+
+    /* Deleting the bus deletes its rules (on disk too); the other bus keeps its own. */
+    add_delete(&b, "orders");
+    r = apply(&f, 6, &b);
+    assert_int_equal(r->ops[0].code, 0);
+    uint8_t key[KEYS_RULE_PREFIX_LEN + 8];
+    size_t klen = keys_rule(key, id, "r1", 2);
+    char *v;
+    size_t vlen;
+    assert_int_equal(store_get(db, key, klen, &v, &vlen), EVBUS_ENOTFOUND);
+    klen = keys_rule(key, other, "r1", 2);
+    assert_int_equal(store_get(db, key, klen, &v, &vlen), 0);
+    free(v);
+    add_create(&b, "orders", 1);
+    r = apply(&f, 7, &b);
+    bus = fsm_bus_find(&f, "orders");
+    assert_int_equal(bus->n_rules, 0);
+    assert_int_equal(bus->next_rule_id, 1);
+    assert_string_equal(matches(&f, bus->bus_id, EV_SHOP), "");
+    fsm_close(&f);
+    store_close(db);
+}
+
 static void test_key_order(void **state)
 {
     (void)state;
@@ -251,6 +494,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_apply_offsets_and_replay),
+        cmocka_unit_test(test_rules),
         cmocka_unit_test(test_key_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

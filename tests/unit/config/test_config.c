@@ -25,6 +25,8 @@ static void test_defaults(void **state)
     assert_int_equal(c.log_level, LOG_INFO);
     assert_int_equal(c.max_frame_bytes, 4u << 20);
     assert_int_equal(c.default_partitions, 4);
+    assert_int_equal(c.max_rules_per_bus, 300);
+    assert_int_equal(c.max_pattern_bytes, 4096);
 }
 
 static int parse(config *c, char *err, size_t err_len, char **envp, int argc, ...)
@@ -50,6 +52,15 @@ static void test_flags(void **state)
     assert_int_equal(c.node_id, 3);
     assert_string_equal(c.listen, "127.0.0.1:9000");
     assert_int_equal(c.log_level, LOG_DEBUG);
+    assert_int_equal(
+        parse(&c, err, sizeof(err), env, 3, "--max-rules-per-bus", "3", "--max-pattern-bytes=100"),
+        0);
+    assert_int_equal(c.max_rules_per_bus, 3);
+    assert_int_equal(c.max_pattern_bytes, 100);
+    /* Beyond what a snapshot's 16-bit repeated count allows per bus. */
+    assert_int_equal(parse(&c, err, sizeof(err), env, 2, "--max-rules-per-bus", "10001"),
+                     EVBUS_EINVAL);
+    assert_non_null(strstr(err, "max-rules-per-bus"));
 }
 
 static void test_errors(void **state)

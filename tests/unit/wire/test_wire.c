@@ -432,6 +432,11 @@ static void test_codec_unknown_body(void **state)
     assert_string_equal(wire_body_name(9999), "unknown");
     assert_string_equal(wire_body_name(evbus_Frame_hello_tag), "Hello");
     assert_string_equal(wire_body_name(evbus_Frame_cluster_status_reply_tag), "ClusterStatusReply");
+    assert_string_equal(wire_body_name(evbus_Frame_put_rule_tag), "PutRule");
+    assert_string_equal(wire_body_name(evbus_Frame_test_rule_reply_tag), "TestRuleReply");
+    /* Every body tag of this build has a name (the rules messages are 50..59). */
+    for (pb_size_t tag = 50; tag <= 59; tag++)
+        assert_string_not_equal(wire_body_name(tag), "unknown");
 }
 
 static void test_strdup(void **state)
