@@ -111,6 +111,27 @@ static int check_writable(api *a, net_conn *c, uint64_t id)
     return 0;
 }
 
+/*
+ * The bus a request names: a valid name of an existing bus. Writes (write = 1) are first
+ * redirected to the leader, whose state decides. Returns NULL once an error was answered.
+ */
+static const fsm_bus *request_bus(api *a, net_conn *c, uint64_t id, const char *name, int write)
+{
+    char err[400];
+    if (fsm_validate_bus_name(name, err, sizeof(err)) != 0) {
+        send_error(a, c, id, EVBUS_EINVAL, err);
+        return NULL;
+    }
+    if (write && !check_writable(a, c, id))
+        return NULL;
+    const fsm_bus *b = fsm_bus_find(a->fsm, name);
+    if (b == NULL) {
+        snprintf(err, sizeof(err), "bus '%s' does not exist", name);
+        send_error(a, c, id, EVBUS_ENOTFOUND, err);
+    }
+    return b;
+}
+
 static int append_op(util_buf *out, const evbuscmd_Op *op)
 {
     return node_encode_op(out, op);
@@ -281,19 +302,9 @@ static void handle_put(api *a, net_conn *c, uint64_t id, const evbus_PutEventsRe
         send_error(a, c, id, EVBUS_EINVAL, err);
         return;
     }
-    if (fsm_validate_bus_name(req->bus, err, sizeof(err)) != 0) {
-        send_error(a, c, id, EVBUS_EINVAL, err);
+    const fsm_bus *bus = request_bus(a, c, id, req->bus, 1);
+    if (bus == NULL)
         return;
-    }
-    /* Writes are decided on the leader, whose state is the newest: redirect first. */
-    if (!check_writable(a, c, id))
-        return;
-    const fsm_bus *bus = fsm_bus_find(a->fsm, req->bus);
-    if (bus == NULL) {
-        snprintf(err, sizeof(err), "bus '%s' does not exist", req->bus);
-        send_error(a, c, id, EVBUS_ENOTFOUND, err);
-        return;
-    }
     if (storage_pressure(a)) {
         send_error(a, c, id, EVBUS_EBUSY, "storage is compacting and stalling writes; retry later");
         return;
@@ -524,19 +535,9 @@ static void handle_create_bus(api *a, net_conn *c, uint64_t id, const evbus_Crea
 
 static void handle_delete_bus(api *a, net_conn *c, uint64_t id, const evbus_DeleteBusRequest *r)
 {
-    char err[300];
-    if (fsm_validate_bus_name(r->name, err, sizeof(err)) != 0) {
-        send_error(a, c, id, EVBUS_EINVAL, err);
+    const fsm_bus *b = request_bus(a, c, id, r->name, 1);
+    if (b == NULL)
         return;
-    }
-    if (!check_writable(a, c, id))
-        return;
-    const fsm_bus *b = fsm_bus_find(a->fsm, r->name);
-    if (b == NULL) {
-        snprintf(err, sizeof(err), "bus '%s' does not exist", r->name);
-        send_error(a, c, id, EVBUS_ENOTFOUND, err);
-        return;
-    }
     evbuscmd_Op op = evbuscmd_Op_init_zero;
     op.which_op = evbuscmd_Op_delete_bus_tag;
     op.op.delete_bus.name = r->name;
@@ -546,17 +547,9 @@ static void handle_delete_bus(api *a, net_conn *c, uint64_t id, const evbus_Dele
 
 static void handle_describe_bus(api *a, net_conn *c, uint64_t id, const evbus_DescribeBusRequest *r)
 {
-    char err[300];
-    if (fsm_validate_bus_name(r->name, err, sizeof(err)) != 0) {
-        send_error(a, c, id, EVBUS_EINVAL, err);
+    const fsm_bus *b = request_bus(a, c, id, r->name, 0);
+    if (b == NULL)
         return;
-    }
-    const fsm_bus *b = fsm_bus_find(a->fsm, r->name);
-    if (b == NULL) {
-        snprintf(err, sizeof(err), "bus '%s' does not exist", r->name);
-        send_error(a, c, id, EVBUS_ENOTFOUND, err);
-        return;
-    }
     send_bus(a, c, id, b);
 }
 
@@ -755,16 +748,9 @@ static void handle_read(api *a, net_conn *c, uint64_t id, const evbus_ReadLogReq
             uv_timer_start(&a->wait_timer, wait_timer_cb, 2, 2);
         return;
     }
-    if (fsm_validate_bus_name(r->bus, err, sizeof(err)) != 0) {
-        send_error(a, c, id, EVBUS_EINVAL, err);
+    const fsm_bus *b = request_bus(a, c, id, r->bus, 0);
+    if (b == NULL)
         return;
-    }
-    const fsm_bus *b = fsm_bus_find(a->fsm, r->bus);
-    if (b == NULL) {
-        snprintf(err, sizeof(err), "bus '%s' does not exist", r->bus);
-        send_error(a, c, id, EVBUS_ENOTFOUND, err);
-        return;
-    }
     if (r->partition >= b->partitions) {
         snprintf(err, sizeof(err), "partition %u does not exist (bus '%s' has %u partitions)",
                  r->partition, b->name, b->partitions);
@@ -874,20 +860,11 @@ static const fsm_bus *rule_request_bus(api *a, net_conn *c, uint64_t id, const c
                                        const char *name, int flags)
 {
     char err[300];
-    if (fsm_validate_bus_name(bus, err, sizeof(err)) != 0 ||
-        ((flags & RULE_NAME) && fsm_validate_rule_name(name, err, sizeof(err)) != 0)) {
+    if ((flags & RULE_NAME) && fsm_validate_rule_name(name, err, sizeof(err)) != 0) {
         send_error(a, c, id, EVBUS_EINVAL, err);
         return NULL;
     }
-    /* Writes are decided on the leader, whose state is the newest: redirect first. */
-    if ((flags & RULE_WRITE) && !check_writable(a, c, id))
-        return NULL;
-    const fsm_bus *b = fsm_bus_find(a->fsm, bus);
-    if (b == NULL) {
-        snprintf(err, sizeof(err), "bus '%s' does not exist", bus);
-        send_error(a, c, id, EVBUS_ENOTFOUND, err);
-    }
-    return b;
+    return request_bus(a, c, id, bus, (flags & RULE_WRITE) != 0);
 }
 
 static void send_rule_not_found(api *a, net_conn *c, uint64_t id, const char *bus, const char *name)
@@ -1683,16 +1660,9 @@ static void checksum_after(uv_work_t *w, int status)
 static void handle_checksum(api *a, net_conn *c, uint64_t id, const evbus_ChecksumRequest *r)
 {
     char err[400];
-    if (fsm_validate_bus_name(r->bus, err, sizeof(err)) != 0) {
-        send_error(a, c, id, EVBUS_EINVAL, err);
+    const fsm_bus *b = request_bus(a, c, id, r->bus, 0);
+    if (b == NULL)
         return;
-    }
-    const fsm_bus *b = fsm_bus_find(a->fsm, r->bus);
-    if (b == NULL) {
-        snprintf(err, sizeof(err), "bus '%s' does not exist", r->bus);
-        send_error(a, c, id, EVBUS_ENOTFOUND, err);
-        return;
-    }
     for (uint32_t p = 0; p < b->partitions; p++) {
         if (b->parts[p].hole_to > b->parts[p].hole_from) {
             snprintf(err, sizeof(err), "node %u is still backfilling partition %u", a->cfg->node_id,

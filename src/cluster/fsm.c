@@ -14,23 +14,29 @@
 
 #define MOD "fsm"
 
-int fsm_validate_bus_name(const char *name, char *err, size_t err_len)
+/* Names of buses and rules: [A-Za-z0-9._-]{1,max}. `what` names the kind in the message. */
+static int validate_name(const char *what, const char *name, size_t max, char *err, size_t err_len)
 {
     size_t n = name ? strlen(name) : 0;
-    if (n == 0 || n > 256) {
-        snprintf(err, err_len, "bus name must be 1 to 256 characters");
+    if (n == 0 || n > max) {
+        snprintf(err, err_len, "%s name must be 1 to %zu characters", what, max);
         return EVBUS_EINVAL;
     }
     for (size_t i = 0; i < n; i++) {
         char c = name[i];
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '.' || c == '_' || c == '-')) {
-            snprintf(err, err_len,
-                     "bus name may contain only [A-Za-z0-9._-] (bad character at %zu)", i);
+            snprintf(err, err_len, "%s name may contain only [A-Za-z0-9._-] (bad character at %zu)",
+                     what, i);
             return EVBUS_EINVAL;
         }
     }
     return 0;
+}
+
+int fsm_validate_bus_name(const char *name, char *err, size_t err_len)
+{
+    return validate_name("bus", name, 256, err, err_len);
 }
 
 /* ------------------------------------------------------------------ buses */
@@ -181,21 +187,7 @@ static void node_delete(fsm *f, uint32_t id)
 
 int fsm_validate_rule_name(const char *name, char *err, size_t err_len)
 {
-    size_t n = name ? strlen(name) : 0;
-    if (n == 0 || n > FSM_MAX_RULE_NAME) {
-        snprintf(err, err_len, "rule name must be 1 to %u characters", FSM_MAX_RULE_NAME);
-        return EVBUS_EINVAL;
-    }
-    for (size_t i = 0; i < n; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-')) {
-            snprintf(err, err_len,
-                     "rule name may contain only [A-Za-z0-9._-] (bad character at %zu)", i);
-            return EVBUS_EINVAL;
-        }
-    }
-    return 0;
+    return validate_name("rule", name, FSM_MAX_RULE_NAME, err, err_len);
 }
 
 static void rule_free(fsm_rule *r)

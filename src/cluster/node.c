@@ -147,23 +147,6 @@ static int fsm_restore_cb(struct raft_fsm *rf, struct raft_buffer *buf)
 
 /* ------------------------------------------------------------------ setup */
 
-static int mkdir_p(const char *path)
-{
-    char tmp[1024];
-    snprintf(tmp, sizeof(tmp), "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-        return -1;
-    return 0;
-}
-
 static void check_cb(uv_check_t *h);
 static void drain_timer_cb(uv_timer_t *t);
 
@@ -191,7 +174,7 @@ int node_create(uv_loop_t *loop, const node_config *cfg, fsm *f, node **out, cha
     n->max_entry_bytes = cfg->max_entry_bytes;
     n->snapshot_threshold = cfg->snapshot_threshold;
     n->snapshot_trailing = cfg->snapshot_trailing;
-    if (mkdir_p(n->raft_dir) != 0) {
+    if (util_mkdir_p(n->raft_dir) != 0) {
         snprintf(err, err_len, "cannot create %s: %s", n->raft_dir, strerror(errno));
         goto err_free;
     }
@@ -366,18 +349,8 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
     batch_free(b);
 }
 
-/* Command header fields 1 (version = 1) and 2 (time_ms), hand-encoded so the batched ops bytes
- * can follow without re-encoding them. */
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-    size_t i = 0;
-    while (v >= 0x80) {
-        p[i++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[i++] = (uint8_t)v;
-    return i;
-}
+/* Command header fields 1 (version = 1) and 2 (time_ms) are hand-encoded in propose() so the
+ * batched ops bytes can follow without re-encoding them. */
 
 static void propose(node *n, batch *b)
 {
@@ -386,7 +359,7 @@ static void propose(node *n, batch *b)
     head[hlen++] = 0x08; /* field 1, varint */
     head[hlen++] = 0x01;
     head[hlen++] = 0x10; /* field 2, varint */
-    hlen += put_varint(head + hlen, util_now_ms());
+    hlen += util_put_varint(head + hlen, util_now_ms());
     struct raft_buffer buf;
     size_t payload = hlen + b->ops.len;
     buf.len = fsm_entry_size(payload);
@@ -501,12 +474,7 @@ static int append_op(util_buf *out, const evbuscmd_Op *op)
     uint8_t head[11];
     size_t h = 0;
     head[h++] = (3 << 3) | 2; /* Command.ops: field 3, length-delimited */
-    uint64_t v = len;
-    while (v >= 0x80) {
-        head[h++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    head[h++] = (uint8_t)v;
+    h += util_put_varint(head + h, len);
     if ((rv = util_buf_append(out, head, h)) == 0)
         rv = util_buf_append(out, body, len);
     free(body);

@@ -23,6 +23,9 @@ int util_parse_rfc3339(const char *s, uint64_t *ms_out);
 /* Splits "host:port" into host (copied into `host`, host_len bytes) and port. 0 or EVBUS_EINVAL. */
 int util_parse_hostport(const char *s, char *host, size_t host_len, uint16_t *port);
 
+/* Creates a directory and its missing parents (mode 0755). 0, or -1 with errno set. */
+int util_mkdir_p(const char *path);
+
 /* Parses a whole decimal unsigned number in [min, max]. 0 or EVBUS_EINVAL. */
 int util_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 

@@ -22,6 +22,7 @@
 #include "cluster/fsm.h"
 #include "cluster/node.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "config/config.h"
 #include "evbus/errors.h"
 #include "storage/store.h"
@@ -77,21 +78,6 @@ static void on_signal(uv_signal_t *h, int signum)
     if (s->api)
         api_stop_accepting(s->api);
     node_close(s->node, DRAIN_MS, node_closed, s);
-}
-
-static int mkdirs(const char *path)
-{
-    char tmp[1024];
-    snprintf(tmp, sizeof(tmp), "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    }
-    return mkdir(tmp, 0755) != 0 && errno != EEXIST ? -1 : 0;
 }
 
 /*
@@ -154,7 +140,7 @@ int main(int argc, char **argv)
     log_set_node(s.cfg.node_id);
     signal(SIGPIPE, SIG_IGN);
 
-    if (mkdirs(s.cfg.data_dir) != 0) {
+    if (util_mkdir_p(s.cfg.data_dir) != 0) {
         fprintf(stderr, "evbusd: cannot create data directory %s: %s\n", s.cfg.data_dir,
                 strerror(errno));
         return 1;
