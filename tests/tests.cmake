@@ -32,6 +32,10 @@ evbus_test(test_identity integration 120 SOURCES integration/test_identity.c DEP
 evbus_test(test_rules integration 300
            SOURCES integration/test_rules.c cluster/cluster_fixture.c
            DEPS evbus_testsdk PkgConfig::JANSSON Threads::Threads)
+# Targets as replicated state (issue 5): SDK, evbusctl, restart, 3 nodes.
+evbus_test(test_targets integration 300
+           SOURCES integration/test_targets.c cluster/cluster_fixture.c
+           DEPS evbus_testsdk PkgConfig::JANSSON Threads::Threads)
 
 # Rule engine (rules/): the pattern language against the reference evaluator, and the shared
 # event-ruler / quamina fixtures (EVBUS_SHARED_DIR).
@@ -43,3 +47,6 @@ evbus_test(test_rules_fixtures unit 120 SOURCES unit/rules/test_rules_fixtures.c
 evbus_test(test_rules_matcher unit 120 SOURCES unit/rules/test_rules_matcher.c
            DEPS evbus_rules PkgConfig::JANSSON)
 evbus_test(test_rules_property unit 300 SOURCES unit/rules/test_rules_property.c DEPS evbus_rules)
+
+# Target input shapes (delivery/transform.c): EventBridge's InputPath, Input and InputTransformer.
+evbus_test(test_transform unit 60 SOURCES unit/delivery/test_transform.c DEPS evbus_delivery)

@@ -373,6 +373,122 @@ int evbus_rule_test(evbus_client *c, const char *bus, const char *pattern, uint3
                     uint64_t from_offset, uint32_t max_events, evbus_rule_test_result **out);
 void evbus_rule_test_result_free(evbus_rule_test_result *r);
 
+/* ------------------------------------------------------------------ targets */
+
+/*
+ * A target is a named worker group of a bus ([A-Za-z0-9._-], 1 to 64
+ * characters) that rules send their matches to: a rule has 1 to 5 targets and
+ * one target may serve several rules of its bus. Its settings belong to the
+ * target (putting it again, from any rule, replaces them). A new target starts
+ * at the events published after it was created: its cursor in each partition
+ * begins at the partition's next offset at that moment (no backlog from
+ * before). A target no rule uses any more (and that is not the dead-letter
+ * target of one that is used) is removed with its cursors.
+ *
+ * Workers and push delivery are not implemented yet (issue 5): targets, their
+ * cursors and counters exist, but nothing is delivered.
+ *
+ * Writes (put, remove) are answered by the leader once committed and applied,
+ * redirected and not retried after an unknown outcome, like evbus_rule_put;
+ * reads (list, describe) by the connected node from what it has applied.
+ */
+
+typedef struct evbus_target_spec {
+    const char *id;          /* target name (required) */
+    int max_attempts;        /* 0..185; -1: default 185 */
+    uint32_t max_age_s;      /* maximum event age 60..86400 s; 0: default 86400 */
+    const char *dead_letter; /* NULL/"": none; else another existing target of the bus */
+    /* Delivery shape: at most one of input_path, input, input_template (+ input_paths_map);
+     * none: the whole event. */
+    const char *input_path;      /* JSONPath into the event, e.g. "$.detail" */
+    const char *input;           /* constant JSON text */
+    const char *input_paths_map; /* JSON object of name -> JSONPath */
+    const char *input_template;  /* template with <name> placeholders */
+    uint32_t window;             /* in-flight deliveries per worker 1..1024; 0: 64 */
+    uint32_t ack_timeout_ms;     /* 1000..3600000; 0: 30000 */
+} evbus_target_spec;
+
+/* A spec with every setting at its default (set .id). */
+#define EVBUS_TARGET_SPEC_INIT                                                                     \
+    {                                                                                              \
+        NULL, -1, 0, NULL, NULL, NULL, NULL, NULL, 0, 0                                            \
+    }
+
+typedef struct evbus_target_failure {
+    char *id;      /* the target name as given */
+    int code;      /* EVBUS_* */
+    char *message; /* why */
+} evbus_target_failure;
+
+/* The answer of a put or remove, as EventBridge's PutTargets/RemoveTargets. */
+typedef struct evbus_targets_result {
+    size_t failed_count;
+    evbus_target_failure *failed; /* failed_count entries, request order */
+    uint64_t commit_index;        /* Raft index of the change; 0 when nothing was proposed */
+} evbus_targets_result;
+
+/*
+ * Creates or updates `n` (1..5) targets of rule `rule` of `bus` and links them to
+ * the rule. Each entry succeeds or fails on its own (in order: a dead-letter
+ * target must exist before the entry naming it, also earlier in the same call).
+ * With `out`: returns 0 once the server answered, and *out (the caller's,
+ * evbus_targets_result_free) lists the failed entries. Without `out`: returns the
+ * first failed entry's code (its message in evbus_client_errmsg), or 0.
+ * Entry errors: EVBUS_EINVAL (settings: the message names the field),
+ * EVBUS_ENOTFOUND (dead-letter target), EVBUS_ETOOBIG (the rule would have more
+ * than 5 targets). Call errors: EVBUS_ENOTFOUND (bus or rule), EVBUS_EINVAL
+ * (names, n), EVBUS_ETIMEDOUT / EVBUS_ECONN (outcome unknown).
+ */
+int evbus_target_put(evbus_client *c, const char *bus, const char *rule,
+                     const evbus_target_spec *targets, size_t n, evbus_targets_result **out);
+
+/* Unlinks `n` (1..5) targets (names) from a rule; results as evbus_target_put.
+ * Entry errors: EVBUS_ENOTFOUND (the rule has no such target). */
+int evbus_target_remove(evbus_client *c, const char *bus, const char *rule, const char *const *ids,
+                        size_t n, evbus_targets_result **out);
+void evbus_targets_result_free(evbus_targets_result *r);
+
+typedef struct evbus_target_partition {
+    uint32_t partition;
+    uint64_t cursor;      /* committed: every event below was delivered or dead-lettered */
+    uint64_t next_offset; /* the partition's next offset to be assigned */
+    uint64_t backlog;     /* next_offset - cursor */
+} evbus_target_partition;
+
+typedef struct evbus_target_info {
+    char *bus;
+    char *id;
+    uint64_t target_id; /* stable per bus, never reused */
+    uint32_t max_attempts;
+    uint32_t max_age_s;
+    char *dead_letter; /* "" when none */
+    char *input_path;  /* "" when unused, likewise the next three */
+    char *input;
+    char *input_paths_map;
+    char *input_template;
+    uint32_t window;
+    uint32_t ack_timeout_ms;
+    char **rules; /* names of the rules it serves, in name order */
+    size_t n_rules;
+    evbus_target_partition *partitions;
+    size_t n_partitions;
+    uint64_t in_flight; /* on the answering node (0 until the delivery engine exists) */
+    uint64_t delivered, retried, dead_lettered, dropped;
+    uint64_t created_index, updated_index;
+} evbus_target_info;
+
+/* The targets of a rule, in name order. *out (n entries, NULL when none) is the caller's:
+ * evbus_target_list_free. Errors: EVBUS_ENOTFOUND (bus or rule), EVBUS_EINVAL. */
+int evbus_target_list(evbus_client *c, const char *bus, const char *rule, evbus_target_info **out,
+                      size_t *n);
+void evbus_target_list_free(evbus_target_info *targets, size_t n);
+
+/* One target with its cursor and backlog per partition, counters and rules. *out is the
+ * caller's: evbus_target_info_free. Errors: EVBUS_ENOTFOUND (bus or target), EVBUS_EINVAL. */
+int evbus_target_describe(evbus_client *c, const char *bus, const char *target,
+                          evbus_target_info **out);
+void evbus_target_info_free(evbus_target_info *t);
+
 #ifdef __cplusplus
 }
 #endif

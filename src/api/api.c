@@ -1125,6 +1125,369 @@ static void handle_list_rules(api *a, net_conn *c, uint64_t id, const evbus_List
     free(infos);
 }
 
+/* ---------------------------------------------------------------- targets */
+
+/* One entry of PutTargets / RemoveTargets: refused before proposing (code set, op < 0) or
+ * proposed as op number `op` of the submitted batch. */
+typedef struct target_entry {
+    char *name;
+    int code;
+    char msg[320];
+    long op;
+} target_entry;
+
+typedef struct targets_ctx {
+    api *a;
+    net_conn *c;
+    uint64_t id;
+    target_entry *entries;
+    size_t n;
+} targets_ctx;
+
+static void targets_ctx_free(targets_ctx *x)
+{
+    if (x == NULL)
+        return;
+    if (x->c)
+        net_conn_unref(x->c);
+    for (size_t i = 0; i < x->n; i++)
+        free(x->entries[i].name);
+    free(x->entries);
+    free(x);
+}
+
+/* Answers TargetsResultReply from the entries (EventBridge's FailedEntryCount/FailedEntries). */
+static void send_targets_result(targets_ctx *x, uint64_t index)
+{
+    evbus_TargetFailure *fails = calloc(x->n ? x->n : 1, sizeof(*fails));
+    if (fails == NULL) {
+        send_error(x->a, x->c, x->id, EVBUS_ENOMEM, NULL);
+        return;
+    }
+    size_t nf = 0;
+    for (size_t i = 0; i < x->n; i++) {
+        if (x->entries[i].code == 0)
+            continue;
+        fails[nf].target_id = x->entries[i].name;
+        fails[nf].error_code = x->entries[i].code;
+        fails[nf].error_message = x->entries[i].msg;
+        nf++;
+    }
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.id = x->id;
+    f.which_body = evbus_Frame_targets_result_reply_tag;
+    f.body.targets_result_reply.failed_entry_count = (uint32_t)nf;
+    f.body.targets_result_reply.failed_entries = fails;
+    f.body.targets_result_reply.failed_entries_count = (pb_size_t)nf;
+    f.body.targets_result_reply.commit_index = index;
+    send_frame(x->a, x->c, &f);
+    free(fails);
+}
+
+static void targets_done(void *data, int status, const fsm_op_result *ops, size_t n_ops,
+                         uint64_t index)
+{
+    targets_ctx *x = data;
+    if (status != 0) {
+        send_error(x->a, x->c, x->id, status,
+                   status == EVBUS_EUNAVAIL
+                       ? "leadership lost or node stopping; the outcome is unknown"
+                       : NULL);
+        targets_ctx_free(x);
+        return;
+    }
+    for (size_t i = 0; i < x->n; i++) {
+        target_entry *e = &x->entries[i];
+        if (e->op < 0)
+            continue;
+        int code = (size_t)e->op < n_ops ? ops[e->op].code : EVBUS_EINTERNAL;
+        if (code != 0) {
+            e->code = code;
+            snprintf(e->msg, sizeof(e->msg), "%s",
+                     (size_t)e->op < n_ops && ops[e->op].msg ? ops[e->op].msg
+                                                             : evbus_strerror(code));
+        }
+    }
+    send_targets_result(x, index);
+    targets_ctx_free(x);
+}
+
+/* Proposes the ops (n_ops of them in `ops`) of x, or answers at once when there are none. */
+static void submit_targets(targets_ctx *x, util_buf *ops, size_t n_ops)
+{
+    if (n_ops == 0) {
+        send_targets_result(x, 0);
+        targets_ctx_free(x);
+        return;
+    }
+    int rv = node_submit(x->a->node, ops->data, ops->len, n_ops, targets_done, x);
+    if (rv != 0) {
+        send_error(x->a, x->c, x->id, rv,
+                   rv == EVBUS_EBUSY ? "too many writes queued; retry" : NULL);
+        targets_ctx_free(x);
+    }
+}
+
+/* The context of a PutTargets/RemoveTargets of n names; NULL after answering ENOMEM. */
+static targets_ctx *targets_ctx_new(api *a, net_conn *c, uint64_t id, size_t n)
+{
+    targets_ctx *x = calloc(1, sizeof(*x));
+    if (x == NULL || (x->entries = calloc(n ? n : 1, sizeof(*x->entries))) == NULL) {
+        free(x);
+        send_error(a, c, id, EVBUS_ENOMEM, NULL);
+        return NULL;
+    }
+    x->a = a;
+    x->c = c;
+    x->id = id;
+    x->n = n;
+    net_conn_ref(c);
+    return x;
+}
+
+/* Bus and rule of a target write or ListTargetsByRule; NULL once an error was answered. */
+static const fsm_rule *target_request_rule(api *a, net_conn *c, uint64_t id, const char *bus,
+                                           const char *rule, int write, const fsm_bus **bout)
+{
+    const fsm_bus *b = rule_request_bus(a, c, id, bus, rule, RULE_NAME | (write ? RULE_WRITE : 0));
+    if (b == NULL)
+        return NULL;
+    const fsm_rule *r = fsm_rule_find(b, rule);
+    if (r == NULL) {
+        send_rule_not_found(a, c, id, bus, rule);
+        return NULL;
+    }
+    *bout = b;
+    return r;
+}
+
+/* A request's target spec as stored settings, with the defaults filled in (strings borrowed). */
+static void spec_to_meta(const evbus_TargetSpec *s, evbuscmd_TargetMeta *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->name = s->id;
+    m->max_attempts = s->max_attempts_set ? s->max_attempts : FSM_TARGET_DEFAULT_MAX_ATTEMPTS;
+    m->max_age_s = s->max_age_s ? s->max_age_s : FSM_TARGET_MAX_AGE_S;
+    m->window = s->window ? s->window : FSM_TARGET_DEFAULT_WINDOW;
+    m->ack_timeout_ms = s->ack_timeout_ms ? s->ack_timeout_ms : FSM_TARGET_DEFAULT_ACK_TIMEOUT_MS;
+    m->dead_letter = s->dead_letter;
+    m->input_path = s->input_path;
+    m->input = s->input;
+    m->input_paths_map = s->input_paths_map;
+    m->input_template = s->input_template;
+    if (s->input_path && s->input_path[0])
+        m->input_kind = evbuscmd_InputKind_INPUT_PATH;
+    else if (s->input && s->input[0])
+        m->input_kind = evbuscmd_InputKind_INPUT_CONSTANT;
+    else if ((s->input_template && s->input_template[0]) ||
+             (s->input_paths_map && s->input_paths_map[0]))
+        m->input_kind = evbuscmd_InputKind_INPUT_TRANSFORMER;
+}
+
+static void handle_put_targets(api *a, net_conn *c, uint64_t id, const evbus_PutTargetsRequest *r)
+{
+    const fsm_bus *b = NULL;
+    if (target_request_rule(a, c, id, r->bus, r->rule, 1, &b) == NULL)
+        return;
+    char err[320];
+    if (r->targets_count == 0 || r->targets_count > FSM_MAX_TARGETS_PER_RULE) {
+        snprintf(err, sizeof(err), "PutTargets takes 1 to %u targets (a rule has at most %u)",
+                 FSM_MAX_TARGETS_PER_RULE, FSM_MAX_TARGETS_PER_RULE);
+        send_error(a, c, id, EVBUS_EINVAL, err);
+        return;
+    }
+    targets_ctx *x = targets_ctx_new(a, c, id, r->targets_count);
+    if (x == NULL)
+        return;
+    util_buf ops = {0};
+    size_t n_ops = 0;
+    for (pb_size_t i = 0; i < r->targets_count; i++) {
+        const evbus_TargetSpec *s = &r->targets[i];
+        target_entry *e = &x->entries[i];
+        e->op = -1;
+        if ((e->name = strdup(s->id ? s->id : "")) == NULL) {
+            e->code = EVBUS_ENOMEM;
+            continue;
+        }
+        evbuscmd_TargetMeta m;
+        spec_to_meta(s, &m);
+        if ((e->code = fsm_target_validate(&m, e->msg, sizeof(e->msg))) != 0)
+            continue;
+        for (pb_size_t k = 0; k < i; k++) {
+            if (r->targets[k].id && strcmp(r->targets[k].id, s->id) == 0) {
+                e->code = EVBUS_EINVAL;
+                snprintf(e->msg, sizeof(e->msg), "target '%s' appears twice in the request", s->id);
+            }
+        }
+        if (e->code != 0)
+            continue;
+        evbuscmd_Op op = evbuscmd_Op_init_zero;
+        op.which_op = evbuscmd_Op_put_target_tag;
+        op.op.put_target.bus_id = b->bus_id;
+        op.op.put_target.rule = r->rule;
+        op.op.put_target.has_target = true;
+        op.op.put_target.target = m;
+        if ((e->code = append_op(&ops, &op)) != 0) {
+            snprintf(e->msg, sizeof(e->msg), "cannot encode the target");
+            continue;
+        }
+        e->op = (long)n_ops++;
+    }
+    submit_targets(x, &ops, n_ops);
+    util_buf_free(&ops);
+}
+
+static void handle_remove_targets(api *a, net_conn *c, uint64_t id,
+                                  const evbus_RemoveTargetsRequest *r)
+{
+    const fsm_bus *b = NULL;
+    if (target_request_rule(a, c, id, r->bus, r->rule, 1, &b) == NULL)
+        return;
+    if (r->ids_count == 0 || r->ids_count > FSM_MAX_TARGETS_PER_RULE) {
+        char err[128];
+        snprintf(err, sizeof(err), "RemoveTargets takes 1 to %u target names",
+                 FSM_MAX_TARGETS_PER_RULE);
+        send_error(a, c, id, EVBUS_EINVAL, err);
+        return;
+    }
+    targets_ctx *x = targets_ctx_new(a, c, id, r->ids_count);
+    if (x == NULL)
+        return;
+    util_buf ops = {0};
+    size_t n_ops = 0;
+    for (pb_size_t i = 0; i < r->ids_count; i++) {
+        target_entry *e = &x->entries[i];
+        e->op = -1;
+        if ((e->name = strdup(r->ids[i] ? r->ids[i] : "")) == NULL) {
+            e->code = EVBUS_ENOMEM;
+            continue;
+        }
+        if ((e->code = fsm_validate_target_name(e->name, e->msg, sizeof(e->msg))) != 0)
+            continue;
+        evbuscmd_Op op = evbuscmd_Op_init_zero;
+        op.which_op = evbuscmd_Op_remove_target_tag;
+        op.op.remove_target.bus_id = b->bus_id;
+        op.op.remove_target.rule = r->rule;
+        op.op.remove_target.target = e->name;
+        if ((e->code = append_op(&ops, &op)) != 0) {
+            snprintf(e->msg, sizeof(e->msg), "cannot encode the request");
+            continue;
+        }
+        e->op = (long)n_ops++;
+    }
+    submit_targets(x, &ops, n_ops);
+    util_buf_free(&ops);
+}
+
+static int cmp_str_ptr(const void *x, const void *y)
+{
+    return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
+/* Fills info from t (strings borrowed); allocates info->rules and info->partitions, which
+ * target_info_release frees. 0 or EVBUS_ENOMEM. */
+static int fill_target_info(const fsm_bus *b, const fsm_target *t, evbus_TargetInfo *info)
+{
+    memset(info, 0, sizeof(*info));
+    info->bus = b->name;
+    info->id = t->name;
+    info->target_id = t->id;
+    info->max_attempts = t->max_attempts;
+    info->max_age_s = t->max_age_s;
+    info->dead_letter = t->dead_letter;
+    info->input_path = t->input_path;
+    info->input = t->input;
+    info->input_paths_map = t->input_paths_map;
+    info->input_template = t->input_template;
+    info->window = t->window;
+    info->ack_timeout_ms = t->ack_timeout_ms;
+    info->delivered = t->delivered;
+    info->retried = t->retried;
+    info->dead_lettered = t->dead_lettered;
+    info->dropped = t->dropped;
+    info->created_index = t->created_index;
+    info->updated_index = t->updated_index;
+    info->in_flight = 0; /* no delivery engine yet (issue 5) */
+    info->rules = calloc(t->n_rule_ids ? t->n_rule_ids : 1, sizeof(*info->rules));
+    info->partitions = calloc(b->partitions, sizeof(*info->partitions));
+    if (info->rules == NULL || info->partitions == NULL)
+        return EVBUS_ENOMEM;
+    for (size_t k = 0; k < t->n_rule_ids; k++) {
+        const fsm_rule *r = fsm_rule_by_id(b, t->rule_ids[k]);
+        if (r != NULL)
+            info->rules[info->rules_count++] = r->name;
+    }
+    qsort(info->rules, info->rules_count, sizeof(*info->rules), cmp_str_ptr);
+    for (uint32_t p = 0; p < b->partitions; p++) {
+        evbus_TargetPartition *tp = &info->partitions[info->partitions_count++];
+        tp->partition = p;
+        tp->cursor = fsm_target_cursor(b, t, p);
+        tp->next_offset = b->parts[p].next_offset;
+        tp->backlog = tp->next_offset > tp->cursor ? tp->next_offset - tp->cursor : 0;
+    }
+    return 0;
+}
+
+static void target_info_release(evbus_TargetInfo *info)
+{
+    free(info->rules);
+    free(info->partitions);
+}
+
+static void handle_list_targets(api *a, net_conn *c, uint64_t id,
+                                const evbus_ListTargetsByRuleRequest *r)
+{
+    const fsm_bus *b = NULL;
+    const fsm_rule *rule = target_request_rule(a, c, id, r->bus, r->rule, 0, &b);
+    if (rule == NULL)
+        return;
+    evbus_TargetInfo infos[FSM_MAX_TARGETS_PER_RULE];
+    memset(infos, 0, sizeof(infos));
+    int rv = 0;
+    for (size_t i = 0; i < rule->n_targets && rv == 0; i++)
+        rv = fill_target_info(b, rule->targets[i], &infos[i]);
+    if (rv != 0) {
+        send_error(a, c, id, rv, NULL);
+    } else {
+        evbus_Frame f = evbus_Frame_init_zero;
+        f.id = id;
+        f.which_body = evbus_Frame_list_targets_reply_tag;
+        f.body.list_targets_reply.targets = infos;
+        f.body.list_targets_reply.targets_count = (pb_size_t)rule->n_targets;
+        send_frame(a, c, &f);
+    }
+    for (size_t i = 0; i < rule->n_targets; i++)
+        target_info_release(&infos[i]);
+}
+
+static void handle_describe_target(api *a, net_conn *c, uint64_t id,
+                                   const evbus_DescribeTargetRequest *r)
+{
+    char err[400];
+    if (fsm_validate_target_name(r->target, err, sizeof(err)) != 0) {
+        send_error(a, c, id, EVBUS_EINVAL, err);
+        return;
+    }
+    const fsm_bus *b = request_bus(a, c, id, r->bus, 0);
+    if (b == NULL)
+        return;
+    const fsm_target *t = fsm_target_find(b, r->target);
+    if (t == NULL) {
+        snprintf(err, sizeof(err), "target '%s' does not exist on bus '%s'", r->target, r->bus);
+        send_error(a, c, id, EVBUS_ENOTFOUND, err);
+        return;
+    }
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.id = id;
+    f.which_body = evbus_Frame_target_reply_tag;
+    f.body.target_reply.has_target = true;
+    if (fill_target_info(b, t, &f.body.target_reply.target) != 0)
+        send_error(a, c, id, EVBUS_ENOMEM, NULL);
+    else
+        send_frame(a, c, &f);
+    target_info_release(&f.body.target_reply.target);
+}
+
 /* TestRule: a candidate pattern over stored events, on a worker with its own iterators. The
  * parsed pattern is immutable while the job runs (rules_pattern_match takes it const). */
 typedef struct test_part {
@@ -1779,6 +2142,16 @@ static void on_frame(void *arg, net_conn *c, const uint8_t *body, size_t len)
         handle_describe_rule(a, c, id, &f.body.describe_rule);
         break;
     case evbus_Frame_test_rule_tag: handle_test_rule(a, c, id, &f.body.test_rule); break;
+    case evbus_Frame_put_targets_tag: handle_put_targets(a, c, id, &f.body.put_targets); break;
+    case evbus_Frame_remove_targets_tag:
+        handle_remove_targets(a, c, id, &f.body.remove_targets);
+        break;
+    case evbus_Frame_list_targets_by_rule_tag:
+        handle_list_targets(a, c, id, &f.body.list_targets_by_rule);
+        break;
+    case evbus_Frame_describe_target_tag:
+        handle_describe_target(a, c, id, &f.body.describe_target);
+        break;
     case evbus_Frame_hello_tag:
         send_error(a, c, id, EVBUS_EPROTO, "Hello was already received on this connection");
         break;

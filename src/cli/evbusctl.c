@@ -99,6 +99,10 @@ static int cmd_rule_delete(struct cli *cli, const struct args *a);
 static int cmd_rule_enable(struct cli *cli, const struct args *a);
 static int cmd_rule_disable(struct cli *cli, const struct args *a);
 static int cmd_rule_test(struct cli *cli, const struct args *a);
+static int cmd_target_put(struct cli *cli, const struct args *a);
+static int cmd_target_list(struct cli *cli, const struct args *a);
+static int cmd_target_remove(struct cli *cli, const struct args *a);
+static int cmd_target_describe(struct cli *cli, const struct args *a);
 static int cmd_test_pattern(struct cli *cli, const struct args *a);
 static int cmd_help(struct cli *cli, const struct args *a);
 
@@ -163,6 +167,28 @@ static const struct command commands[] = {
      "partition unless --partition; from --from (default the first stored offset) in each, at "
      "most --count events examined per partition (default all)",
      1, 0, "pattern partition from count", cmd_rule_test},
+    {"target put",
+     "BUS RULE TARGET [--max-attempts N] [--max-age S] [--dead-letter TARGET] [--input-path P | "
+     "--input JSON|@FILE | --input-template T [--input-paths-map JSON|@FILE]] [--window N] "
+     "[--ack-timeout-ms MS]",
+     "create or update a target (a named worker group of the bus) and attach it to the rule; a "
+     "rule has at most 5 targets. Defaults: 185 attempts, 86400 s maximum event age, no dead "
+     "letter, the whole event, a window of 64, a 30000 ms ack timeout. A new target starts at "
+     "the events published after it (its cursors begin at each partition's next offset)",
+     3, 0,
+     "max-attempts max-age dead-letter input-path input input-template input-paths-map window "
+     "ack-timeout-ms",
+     cmd_target_put},
+    {"target list", "BUS RULE", "list a rule's targets: retry policy, dead letter, backlog, input",
+     2, 0, "", cmd_target_list},
+    {"target remove", "BUS RULE TARGET",
+     "detach a target from the rule; a target left without rules (and not a dead-letter target "
+     "of one in use) is deleted with its cursors",
+     3, 0, "", cmd_target_remove},
+    {"target describe", "BUS TARGET",
+     "show one target: settings, rules, cursor and backlog per partition, in-flight, delivered, "
+     "retried, dead-lettered and dropped counts",
+     2, 0, "", cmd_target_describe},
     {"test-pattern", "--pattern JSON|@FILE --event JSON|@FILE [--explain]",
      "offline, no server: does the event match the pattern? Prints true (exit 0) or false (exit "
      "1); an invalid pattern or event exits 2 with the reason on stderr. --explain adds, for a "
@@ -1958,4 +1984,259 @@ out:
             status = EXIT_FAIL;
     }
     return status;
+}
+
+/* ---------------------------------------------------------------- targets */
+
+static json_t *target_json(const evbus_target_info *t)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "bus", jstr(t->bus));
+    json_object_set_new(o, "id", jstr(t->id));
+    json_object_set_new(o, "target_id", jint(t->target_id));
+    json_object_set_new(o, "max_attempts", jint(t->max_attempts));
+    json_object_set_new(o, "max_age_s", jint(t->max_age_s));
+    json_object_set_new(o, "dead_letter", t->dead_letter[0] ? jstr(t->dead_letter) : json_null());
+    const char *shape = t->input_path[0]                                  ? "input_path"
+                        : t->input[0]                                     ? "input"
+                        : (t->input_template[0] || t->input_paths_map[0]) ? "input_transformer"
+                                                                          : "event";
+    json_object_set_new(o, "input_shape", jstr(shape));
+    if (t->input_path[0])
+        json_object_set_new(o, "input_path", jstr(t->input_path));
+    if (t->input[0])
+        json_object_set_new(o, "input", jstr(t->input));
+    if (t->input_paths_map[0])
+        json_object_set_new(o, "input_paths_map", jstr(t->input_paths_map));
+    if (t->input_template[0])
+        json_object_set_new(o, "input_template", jstr(t->input_template));
+    json_object_set_new(o, "window", jint(t->window));
+    json_object_set_new(o, "ack_timeout_ms", jint(t->ack_timeout_ms));
+    json_t *rules = json_array();
+    for (size_t i = 0; i < t->n_rules; i++)
+        json_array_append_new(rules, jstr(t->rules[i]));
+    json_object_set_new(o, "rules", rules);
+    json_t *parts = json_array();
+    uint64_t backlog = 0;
+    for (size_t i = 0; i < t->n_partitions; i++) {
+        const evbus_target_partition *p = &t->partitions[i];
+        backlog += p->backlog;
+        json_array_append_new(
+            parts, json_pack("{s:I,s:I,s:I,s:I}", "partition", (json_int_t)p->partition, "cursor",
+                             (json_int_t)p->cursor, "next_offset", (json_int_t)p->next_offset,
+                             "backlog", (json_int_t)p->backlog));
+    }
+    json_object_set_new(o, "partitions", parts);
+    json_object_set_new(o, "backlog", jint(backlog));
+    json_object_set_new(o, "in_flight", jint(t->in_flight));
+    json_object_set_new(o, "delivered", jint(t->delivered));
+    json_object_set_new(o, "retried", jint(t->retried));
+    json_object_set_new(o, "dead_lettered", jint(t->dead_lettered));
+    json_object_set_new(o, "dropped", jint(t->dropped));
+    json_object_set_new(o, "created_index", jint(t->created_index));
+    json_object_set_new(o, "updated_index", jint(t->updated_index));
+    return o;
+}
+
+static const char *target_shape(const evbus_target_info *t, char *buf, size_t len)
+{
+    if (t->input_path[0])
+        snprintf(buf, len, "input path %s", t->input_path);
+    else if (t->input[0])
+        snprintf(buf, len, "constant input %s", t->input);
+    else if (t->input_template[0] || t->input_paths_map[0])
+        snprintf(buf, len, "input transformer: paths %s, template %s",
+                 t->input_paths_map[0] ? t->input_paths_map : "{}", t->input_template);
+    else
+        snprintf(buf, len, "whole event");
+    return buf;
+}
+
+static void target_print(const evbus_target_info *t)
+{
+    char shape[1024];
+    printf("bus:            %s\n", t->bus);
+    printf("target:         %s\n", t->id);
+    printf("target id:      %" PRIu64 "\n", t->target_id);
+    printf("rules:          ");
+    for (size_t i = 0; i < t->n_rules; i++)
+        printf("%s%s", i ? ", " : "", t->rules[i]);
+    printf("%s\n", t->n_rules ? "" : "(none: dead-letter target only)");
+    printf("max attempts:   %u\n", t->max_attempts);
+    printf("max event age:  %u s\n", t->max_age_s);
+    printf("dead letter:    %s\n", t->dead_letter[0] ? t->dead_letter : "(none)");
+    printf("input:          %s\n", target_shape(t, shape, sizeof(shape)));
+    printf("window:         %u per worker\n", t->window);
+    printf("ack timeout:    %u ms\n", t->ack_timeout_ms);
+    printf("in flight:      %" PRIu64 "\n", t->in_flight);
+    printf("delivered:      %" PRIu64 "\n", t->delivered);
+    printf("retried:        %" PRIu64 "\n", t->retried);
+    printf("dead-lettered:  %" PRIu64 "\n", t->dead_lettered);
+    printf("dropped:        %" PRIu64 "\n", t->dropped);
+    printf("created index:  %" PRIu64 "\n", t->created_index);
+    printf("updated index:  %" PRIu64 "\n", t->updated_index);
+    struct table tb = {.n_cols = 4};
+    const char *head[] = {"PARTITION", "CURSOR", "NEXT_OFFSET", "BACKLOG"};
+    table_add(&tb, head);
+    for (size_t i = 0; i < t->n_partitions; i++) {
+        const evbus_target_partition *p = &t->partitions[i];
+        char c0[16], c1[24], c2[24], c3[24];
+        snprintf(c0, sizeof(c0), "%u", p->partition);
+        snprintf(c1, sizeof(c1), "%" PRIu64, p->cursor);
+        snprintf(c2, sizeof(c2), "%" PRIu64, p->next_offset);
+        snprintf(c3, sizeof(c3), "%" PRIu64, p->backlog);
+        const char *row[] = {c0, c1, c2, c3};
+        table_add(&tb, row);
+    }
+    table_print_free(&tb);
+}
+
+/* Prints a put/remove result; EXIT_FAIL when an entry failed (each on stderr). */
+static int targets_result_print(const struct cli *cli, const char *verb, const char *target,
+                                const evbus_targets_result *r)
+{
+    if (cli->json) {
+        json_t *fails = json_array();
+        for (size_t i = 0; i < r->failed_count; i++)
+            json_array_append_new(fails, json_pack("{s:o,s:s,s:o}", "id", jstr(r->failed[i].id),
+                                                   "error_code", evbus_errname(r->failed[i].code),
+                                                   "error_message", jstr(r->failed[i].message)));
+        int rc = print_json(json_pack("{s:I,s:o,s:I}", "failed_entry_count",
+                                      (json_int_t)r->failed_count, "failed_entries", fails,
+                                      "commit_index", (json_int_t)r->commit_index));
+        return rc != 0 ? rc : r->failed_count ? EXIT_FAIL : 0;
+    }
+    for (size_t i = 0; i < r->failed_count; i++)
+        fail(r->failed[i].code, "target %s: %s", r->failed[i].id, r->failed[i].message);
+    if (r->failed_count)
+        return EXIT_FAIL;
+    printf("%s target %s, index %" PRIu64 "\n", verb, target, r->commit_index);
+    return 0;
+}
+
+static int cmd_target_put(struct cli *cli, const struct args *a)
+{
+    evbus_target_spec s = EVBUS_TARGET_SPEC_INIT;
+    s.id = a->pos[2];
+    uint64_t v;
+    const char *o;
+    if ((o = opt_get(a, "max-attempts")) != NULL) {
+        if (parse_u64("--max-attempts", o, 0, 185, &v) != 0)
+            return EXIT_USAGE;
+        s.max_attempts = (int)v;
+    }
+    if ((o = opt_get(a, "max-age")) != NULL) {
+        if (parse_u64("--max-age", o, 60, 86400, &v) != 0)
+            return EXIT_USAGE;
+        s.max_age_s = (uint32_t)v;
+    }
+    if ((o = opt_get(a, "window")) != NULL) {
+        if (parse_u64("--window", o, 1, 1024, &v) != 0)
+            return EXIT_USAGE;
+        s.window = (uint32_t)v;
+    }
+    if ((o = opt_get(a, "ack-timeout-ms")) != NULL) {
+        if (parse_u64("--ack-timeout-ms", o, 1000, 3600000, &v) != 0)
+            return EXIT_USAGE;
+        s.ack_timeout_ms = (uint32_t)v;
+    }
+    s.dead_letter = opt_get(a, "dead-letter");
+    s.input_path = opt_get(a, "input-path");
+    const char *in = opt_get(a, "input"), *tmpl = opt_get(a, "input-template"),
+               *map = opt_get(a, "input-paths-map");
+    if ((s.input_path != NULL) + (in != NULL) + (tmpl != NULL || map != NULL) > 1)
+        return usage_error("give at most one of --input-path, --input, --input-template");
+    if (map != NULL && tmpl == NULL)
+        return usage_error("--input-paths-map goes with --input-template");
+    char *input = NULL, *paths = NULL;
+    int rc = 0;
+    if ((in && load_arg("input", in, &input) != 0) ||
+        (map && load_arg("input-paths-map", map, &paths) != 0)) {
+        free(input);
+        return EXIT_FAIL;
+    }
+    s.input = input;
+    s.input_paths_map = paths;
+    s.input_template = tmpl;
+    evbus_targets_result *r = NULL;
+    if (connect_client(cli) != 0)
+        rc = EXIT_FAIL;
+    else if ((rc = evbus_target_put(cli->client, a->pos[0], a->pos[1], &s, 1, &r)) != 0)
+        rc = sdk_fail(cli, rc);
+    else
+        rc = targets_result_print(cli, "put", s.id, r);
+    evbus_targets_result_free(r);
+    free(input);
+    free(paths);
+    return rc;
+}
+
+static int cmd_target_remove(struct cli *cli, const struct args *a)
+{
+    if (connect_client(cli) != 0)
+        return EXIT_FAIL;
+    const char *ids[1] = {a->pos[2]};
+    evbus_targets_result *r = NULL;
+    int rc = evbus_target_remove(cli->client, a->pos[0], a->pos[1], ids, 1, &r);
+    if (rc != 0)
+        return sdk_fail(cli, rc);
+    rc = targets_result_print(cli, "removed", a->pos[2], r);
+    evbus_targets_result_free(r);
+    return rc;
+}
+
+static int cmd_target_list(struct cli *cli, const struct args *a)
+{
+    if (connect_client(cli) != 0)
+        return EXIT_FAIL;
+    evbus_target_info *ts = NULL;
+    size_t n = 0;
+    int rc = evbus_target_list(cli->client, a->pos[0], a->pos[1], &ts, &n);
+    if (rc != 0)
+        return sdk_fail(cli, rc);
+    if (cli->json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(arr, target_json(&ts[i]));
+        rc = print_json(arr);
+    } else if (n == 0) {
+        printf("no targets\n");
+    } else {
+        struct table t = {.n_cols = 6};
+        const char *head[] = {"TARGET",      "MAX_ATTEMPTS", "MAX_AGE_S",
+                              "DEAD_LETTER", "BACKLOG",      "INPUT"};
+        table_add(&t, head);
+        for (size_t i = 0; i < n; i++) {
+            char c1[16], c2[16], c4[24], shape[1024];
+            uint64_t backlog = 0;
+            for (size_t p = 0; p < ts[i].n_partitions; p++)
+                backlog += ts[i].partitions[p].backlog;
+            snprintf(c1, sizeof(c1), "%u", ts[i].max_attempts);
+            snprintf(c2, sizeof(c2), "%u", ts[i].max_age_s);
+            snprintf(c4, sizeof(c4), "%" PRIu64, backlog);
+            const char *row[] = {ts[i].id, c1,
+                                 c2,       ts[i].dead_letter[0] ? ts[i].dead_letter : "-",
+                                 c4,       target_shape(&ts[i], shape, sizeof(shape))};
+            table_add(&t, row);
+        }
+        table_print_free(&t);
+    }
+    evbus_target_list_free(ts, n);
+    return rc;
+}
+
+static int cmd_target_describe(struct cli *cli, const struct args *a)
+{
+    if (connect_client(cli) != 0)
+        return EXIT_FAIL;
+    evbus_target_info *t = NULL;
+    int rc = evbus_target_describe(cli->client, a->pos[0], a->pos[1], &t);
+    if (rc != 0)
+        return sdk_fail(cli, rc);
+    if (cli->json)
+        rc = print_json(target_json(t));
+    else
+        target_print(t);
+    evbus_target_info_free(t);
+    return rc;
 }

@@ -66,12 +66,11 @@
  *
  *   kind (req_kind)              ENOTLEADER  ENOLEADER  EBUSY   EUNAVAIL  lost conn.  no answer
  *   READ: read, describe, list,  follow      resend     resend  resend    resend      deadline
- *     cluster status, rule list/describe/test (EBACKFILL: resend, to the next server when
- *     there is one)
- *   NODE: node status, checksum  final       final      resend  final     resend      deadline
- *   WRITE: create/delete bus,    follow      resend     resend  final(*)  ECONN(*)    deadline(*)
- *     publish, not idempotent; rule put/delete/enable/disable
- *   PUBLISH_IDEM: publish,       follow      resend     resend  resend    resend      resend
+ *     cluster status, rule list/describe/test, target list/describe (EBACKFILL: resend, to the next
+ * server when there is one) NODE: node status, checksum  final       final      resend  final
+ * resend      deadline WRITE: create/delete bus,    follow      resend     resend  final(*)
+ * ECONN(*)    deadline(*) publish, not idempotent; rule put/delete/enable/disable; target
+ * put/remove PUBLISH_IDEM: publish,       follow      resend     resend  resend    resend resend
  *     idempotent (default)                                      (*)       (*)         (*)
  *   MEMBER: add/remove node,     follow      resend     final   final(*)  ECONN(*)    deadline(*)
  *     transfer leader
@@ -2402,4 +2401,302 @@ void evbus_rule_test_result_free(evbus_rule_test_result *r)
     free(r->matches);
     free(r->partitions);
     free(r);
+}
+
+/* ---------------------------------------------------------------- targets */
+
+static int check_bus_rule(evbus_client *c, const char *bus, const char *rule, size_t n)
+{
+    int rc = check_rule(c, bus, rule);
+    if (rc != 0)
+        return rc;
+    if (n == 0 || n > 5)
+        return set_err(c, EVBUS_EINVAL, "give 1 to 5 targets (a rule has at most 5)");
+    return 0;
+}
+
+void evbus_targets_result_free(evbus_targets_result *r)
+{
+    if (r == NULL)
+        return;
+    for (size_t i = 0; i < r->failed_count; i++) {
+        free(r->failed[i].id);
+        free(r->failed[i].message);
+    }
+    free(r->failed);
+    free(r);
+}
+
+/* A TargetsResultReply into *out, or (out NULL) into the first failure's code; releases it. */
+static int targets_result_take(evbus_client *c, evbus_Frame *reply, evbus_targets_result **out)
+{
+    const evbus_TargetsResultReply *rep = &reply->body.targets_result_reply;
+    int rc = 0;
+    if (out == NULL) {
+        if (rep->failed_entries_count > 0)
+            rc = set_err(c,
+                         rep->failed_entries[0].error_code ? rep->failed_entries[0].error_code
+                                                           : EVBUS_EPROTO,
+                         "target '%s': %s", nz(rep->failed_entries[0].target_id),
+                         nz(rep->failed_entries[0].error_message));
+        wire_release(evbus_Frame_fields, reply);
+        return rc;
+    }
+    evbus_targets_result *r = calloc(1, sizeof(*r));
+    if (r == NULL || (r->failed = calloc(rep->failed_entries_count ? rep->failed_entries_count : 1,
+                                         sizeof(*r->failed))) == NULL) {
+        free(r);
+        wire_release(evbus_Frame_fields, reply);
+        return set_err(c, EVBUS_ENOMEM, "out of memory");
+    }
+    r->commit_index = rep->commit_index;
+    for (pb_size_t i = 0; i < rep->failed_entries_count; i++) {
+        evbus_target_failure *fl = &r->failed[r->failed_count++];
+        fl->id = strdup(nz(rep->failed_entries[i].target_id));
+        fl->message = strdup(nz(rep->failed_entries[i].error_message));
+        fl->code = rep->failed_entries[i].error_code;
+        if (fl->id == NULL || fl->message == NULL)
+            rc = EVBUS_ENOMEM;
+    }
+    wire_release(evbus_Frame_fields, reply);
+    if (rc != 0) {
+        evbus_targets_result_free(r);
+        return set_err(c, rc, "out of memory");
+    }
+    *out = r;
+    return 0;
+}
+
+int evbus_target_put(evbus_client *c, const char *bus, const char *rule,
+                     const evbus_target_spec *targets, size_t n, evbus_targets_result **out)
+{
+    if (c == NULL)
+        return EVBUS_EINVAL;
+    c->errmsg[0] = '\0';
+    if (out != NULL)
+        *out = NULL;
+    int rc = check_bus_rule(c, bus, rule, n);
+    if (rc != 0)
+        return rc;
+    if (targets == NULL)
+        return set_err(c, EVBUS_EINVAL, "targets is NULL");
+    evbus_TargetSpec specs[5];
+    memset(specs, 0, sizeof(specs));
+    for (size_t i = 0; i < n; i++) {
+        const evbus_target_spec *t = &targets[i];
+        if (t->id == NULL || t->id[0] == '\0')
+            return set_err(c, EVBUS_EINVAL, "target %zu has no id", i);
+        if (t->max_attempts < -1)
+            return set_err(c, EVBUS_EINVAL, "target '%s': max attempts must be 0 to 185 or -1",
+                           t->id);
+        specs[i].id = (char *)t->id;
+        specs[i].max_attempts_set = t->max_attempts >= 0;
+        specs[i].max_attempts = t->max_attempts >= 0 ? (uint32_t)t->max_attempts : 0;
+        specs[i].max_age_s = t->max_age_s;
+        specs[i].dead_letter = (char *)t->dead_letter;
+        specs[i].input_path = (char *)t->input_path;
+        specs[i].input = (char *)t->input;
+        specs[i].input_paths_map = (char *)t->input_paths_map;
+        specs[i].input_template = (char *)t->input_template;
+        specs[i].window = t->window;
+        specs[i].ack_timeout_ms = t->ack_timeout_ms;
+    }
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.which_body = evbus_Frame_put_targets_tag;
+    f.body.put_targets.bus = (char *)bus;
+    f.body.put_targets.rule = (char *)rule;
+    f.body.put_targets.targets = specs;
+    f.body.put_targets.targets_count = (pb_size_t)n;
+    evbus_Frame reply = evbus_Frame_init_zero;
+    /* Not idempotent in general (a resend could undo a later change): like evbus_rule_put. */
+    rc = call(c, &f, evbus_Frame_targets_result_reply_tag, REQ_WRITE, &reply);
+    if (rc != 0)
+        return rc;
+    return targets_result_take(c, &reply, out);
+}
+
+int evbus_target_remove(evbus_client *c, const char *bus, const char *rule, const char *const *ids,
+                        size_t n, evbus_targets_result **out)
+{
+    if (c == NULL)
+        return EVBUS_EINVAL;
+    c->errmsg[0] = '\0';
+    if (out != NULL)
+        *out = NULL;
+    int rc = check_bus_rule(c, bus, rule, n);
+    if (rc != 0)
+        return rc;
+    if (ids == NULL)
+        return set_err(c, EVBUS_EINVAL, "ids is NULL");
+    char *names[5];
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] == NULL || ids[i][0] == '\0')
+            return set_err(c, EVBUS_EINVAL, "target %zu has no id", i);
+        names[i] = (char *)ids[i];
+    }
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.which_body = evbus_Frame_remove_targets_tag;
+    f.body.remove_targets.bus = (char *)bus;
+    f.body.remove_targets.rule = (char *)rule;
+    f.body.remove_targets.ids = names;
+    f.body.remove_targets.ids_count = (pb_size_t)n;
+    evbus_Frame reply = evbus_Frame_init_zero;
+    rc = call(c, &f, evbus_Frame_targets_result_reply_tag, REQ_WRITE, &reply);
+    if (rc != 0)
+        return rc;
+    return targets_result_take(c, &reply, out);
+}
+
+static void target_info_clear(evbus_target_info *t)
+{
+    free(t->bus);
+    free(t->id);
+    free(t->dead_letter);
+    free(t->input_path);
+    free(t->input);
+    free(t->input_paths_map);
+    free(t->input_template);
+    for (size_t i = 0; i < t->n_rules; i++)
+        free(t->rules[i]);
+    free(t->rules);
+    free(t->partitions);
+}
+
+static int target_info_copy(evbus_target_info *d, const evbus_TargetInfo *s)
+{
+    memset(d, 0, sizeof(*d));
+    d->bus = strdup(nz(s->bus));
+    d->id = strdup(nz(s->id));
+    d->dead_letter = strdup(nz(s->dead_letter));
+    d->input_path = strdup(nz(s->input_path));
+    d->input = strdup(nz(s->input));
+    d->input_paths_map = strdup(nz(s->input_paths_map));
+    d->input_template = strdup(nz(s->input_template));
+    d->rules = calloc(s->rules_count ? s->rules_count : 1, sizeof(*d->rules));
+    d->partitions = calloc(s->partitions_count ? s->partitions_count : 1, sizeof(*d->partitions));
+    if (!d->bus || !d->id || !d->dead_letter || !d->input_path || !d->input ||
+        !d->input_paths_map || !d->input_template || !d->rules || !d->partitions)
+        return EVBUS_ENOMEM;
+    for (pb_size_t i = 0; i < s->rules_count; i++) {
+        if ((d->rules[d->n_rules] = strdup(nz(s->rules[i]))) == NULL)
+            return EVBUS_ENOMEM;
+        d->n_rules++;
+    }
+    for (pb_size_t i = 0; i < s->partitions_count; i++) {
+        evbus_target_partition *p = &d->partitions[d->n_partitions++];
+        p->partition = s->partitions[i].partition;
+        p->cursor = s->partitions[i].cursor;
+        p->next_offset = s->partitions[i].next_offset;
+        p->backlog = s->partitions[i].backlog;
+    }
+    d->target_id = s->target_id;
+    d->max_attempts = s->max_attempts;
+    d->max_age_s = s->max_age_s;
+    d->window = s->window;
+    d->ack_timeout_ms = s->ack_timeout_ms;
+    d->in_flight = s->in_flight;
+    d->delivered = s->delivered;
+    d->retried = s->retried;
+    d->dead_lettered = s->dead_lettered;
+    d->dropped = s->dropped;
+    d->created_index = s->created_index;
+    d->updated_index = s->updated_index;
+    return 0;
+}
+
+void evbus_target_info_free(evbus_target_info *t)
+{
+    if (t == NULL)
+        return;
+    target_info_clear(t);
+    free(t);
+}
+
+void evbus_target_list_free(evbus_target_info *targets, size_t n)
+{
+    if (targets == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        target_info_clear(&targets[i]);
+    free(targets);
+}
+
+int evbus_target_list(evbus_client *c, const char *bus, const char *rule, evbus_target_info **out,
+                      size_t *n)
+{
+    if (c == NULL)
+        return EVBUS_EINVAL;
+    c->errmsg[0] = '\0';
+    if (out == NULL || n == NULL)
+        return set_err(c, EVBUS_EINVAL, "out or n is NULL");
+    *out = NULL;
+    *n = 0;
+    int rc = check_rule(c, bus, rule);
+    if (rc != 0)
+        return rc;
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.which_body = evbus_Frame_list_targets_by_rule_tag;
+    f.body.list_targets_by_rule.bus = (char *)bus;
+    f.body.list_targets_by_rule.rule = (char *)rule;
+    evbus_Frame reply = evbus_Frame_init_zero;
+    rc = call(c, &f, evbus_Frame_list_targets_reply_tag, REQ_READ, &reply);
+    if (rc != 0)
+        return rc;
+    const evbus_ListTargetsReply *rep = &reply.body.list_targets_reply;
+    size_t count = 0;
+    evbus_target_info *ts = NULL;
+    if (rep->targets_count > 0) {
+        ts = calloc(rep->targets_count, sizeof(*ts));
+        if (ts == NULL)
+            rc = EVBUS_ENOMEM;
+        for (pb_size_t i = 0; rc == 0 && i < rep->targets_count; i++) {
+            count++; /* before the copy: a partial entry is freed with the others */
+            rc = target_info_copy(&ts[i], &rep->targets[i]);
+        }
+    }
+    wire_release(evbus_Frame_fields, &reply);
+    if (rc != 0) {
+        evbus_target_list_free(ts, count);
+        return set_err(c, rc, "out of memory");
+    }
+    *out = ts;
+    *n = count;
+    return 0;
+}
+
+int evbus_target_describe(evbus_client *c, const char *bus, const char *target,
+                          evbus_target_info **out)
+{
+    if (c == NULL)
+        return EVBUS_EINVAL;
+    c->errmsg[0] = '\0';
+    if (out == NULL)
+        return set_err(c, EVBUS_EINVAL, "out is NULL");
+    *out = NULL;
+    int rc = check_bus(c, bus);
+    if (rc != 0)
+        return rc;
+    if (target == NULL || target[0] == '\0')
+        return set_err(c, EVBUS_EINVAL, "target name is empty");
+    evbus_Frame f = evbus_Frame_init_zero;
+    f.which_body = evbus_Frame_describe_target_tag;
+    f.body.describe_target.bus = (char *)bus;
+    f.body.describe_target.target = (char *)target;
+    evbus_Frame reply = evbus_Frame_init_zero;
+    rc = call(c, &f, evbus_Frame_target_reply_tag, REQ_READ, &reply);
+    if (rc != 0)
+        return rc;
+    if (!reply.body.target_reply.has_target) {
+        wire_release(evbus_Frame_fields, &reply);
+        return set_err(c, EVBUS_EPROTO, "target answer without a target");
+    }
+    evbus_target_info *t = calloc(1, sizeof(*t));
+    rc = t ? target_info_copy(t, &reply.body.target_reply.target) : EVBUS_ENOMEM;
+    wire_release(evbus_Frame_fields, &reply);
+    if (rc != 0) {
+        evbus_target_info_free(t);
+        return set_err(c, rc, "out of memory");
+    }
+    *out = t;
+    return 0;
 }

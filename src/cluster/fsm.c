@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "command.pb.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -42,11 +44,13 @@ int fsm_validate_bus_name(const char *name, char *err, size_t err_len)
 /* ------------------------------------------------------------------ buses */
 
 static void rules_clear(fsm_bus *b);
+static void targets_clear(fsm_bus *b);
 
 static void bus_free(fsm_bus *b)
 {
     if (b == NULL)
         return;
+    targets_clear(b);
     rules_clear(b);
     free(b->name);
     free(b->parts);
@@ -67,6 +71,7 @@ static fsm_bus *bus_new(const char *name, uint32_t bus_id, uint32_t partitions)
     b->bus_id = bus_id;
     b->partitions = partitions;
     b->next_rule_id = 1;
+    b->next_target_id = 1;
     return b;
 }
 
@@ -440,6 +445,533 @@ int fsm_match(const fsm *f, uint32_t bus_id, const char *envelope, size_t len, u
     return rules_matcher_match(b->matcher, envelope, len, ids, max, n, err, sizeof(err));
 }
 
+/* ---------------------------------------------------------------- targets */
+
+int fsm_validate_target_name(const char *name, char *err, size_t err_len)
+{
+    return validate_name("target", name, FSM_MAX_TARGET_NAME, err, err_len);
+}
+
+static int nonempty(const char *s)
+{
+    return s != NULL && s[0] != '\0';
+}
+
+/* InputPathsMap: a JSON object of at most 100 names ([A-Za-z0-9_-]) -> JSONPath strings. */
+static int validate_paths_map(const char *text, char *err, size_t err_len)
+{
+    json_error_t jerr;
+    json_t *m = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+    int rv = EVBUS_EINVAL;
+    if (m == NULL) {
+        snprintf(err, err_len, "input paths map is not valid JSON: %s", jerr.text);
+        return rv;
+    }
+    if (!json_is_object(m)) {
+        snprintf(err, err_len, "input paths map must be a JSON object of name -> JSONPath");
+        goto out;
+    }
+    if (json_object_size(m) > FSM_TARGET_MAX_PATHS_ENTRIES) {
+        snprintf(err, err_len, "input paths map has %zu entries; at most %u are allowed",
+                 json_object_size(m), FSM_TARGET_MAX_PATHS_ENTRIES);
+        goto out;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(m, k, v)
+    {
+        char why[128];
+        if (validate_name("input paths map key", k, 256, why, sizeof(why)) != 0 ||
+            strchr(k, '.') != NULL) {
+            snprintf(err, err_len, "input paths map key '%.64s' may contain only [A-Za-z0-9_-]", k);
+            goto out;
+        }
+        const char *path = json_string_value(v);
+        if (path == NULL || path[0] != '$') {
+            snprintf(err, err_len,
+                     "input paths map value of '%.64s' must be a JSONPath string "
+                     "starting with '$'",
+                     k);
+            goto out;
+        }
+    }
+    rv = 0;
+out:
+    json_decref(m);
+    return rv;
+}
+
+/*
+ * Validation of the delivery shape is minimal until src/delivery/transform.h exists (issue 5):
+ * InputPath and the map's paths must start with '$', Input must be JSON, the template non-empty.
+ * The delivery engine's compile function should take over here, in apply and on the leader.
+ */
+int fsm_target_validate(const evbuscmd_TargetMeta *t, char *err, size_t err_len)
+{
+    int rv;
+    if ((rv = fsm_validate_target_name(t->name, err, err_len)) != 0)
+        return rv;
+    if (t->max_attempts > FSM_TARGET_MAX_ATTEMPTS) {
+        snprintf(err, err_len, "max attempts must be 0 to %u", FSM_TARGET_MAX_ATTEMPTS);
+        return EVBUS_EINVAL;
+    }
+    if (t->max_age_s < FSM_TARGET_MIN_AGE_S || t->max_age_s > FSM_TARGET_MAX_AGE_S) {
+        snprintf(err, err_len, "max event age must be %u to %u seconds", FSM_TARGET_MIN_AGE_S,
+                 FSM_TARGET_MAX_AGE_S);
+        return EVBUS_EINVAL;
+    }
+    if (t->window < 1 || t->window > FSM_TARGET_MAX_WINDOW) {
+        snprintf(err, err_len, "window must be 1 to %u deliveries", FSM_TARGET_MAX_WINDOW);
+        return EVBUS_EINVAL;
+    }
+    if (t->ack_timeout_ms < FSM_TARGET_MIN_ACK_TIMEOUT_MS ||
+        t->ack_timeout_ms > FSM_TARGET_MAX_ACK_TIMEOUT_MS) {
+        snprintf(err, err_len, "ack timeout must be %u to %u ms", FSM_TARGET_MIN_ACK_TIMEOUT_MS,
+                 FSM_TARGET_MAX_ACK_TIMEOUT_MS);
+        return EVBUS_EINVAL;
+    }
+    if (nonempty(t->dead_letter)) {
+        char why[128];
+        if (fsm_validate_target_name(t->dead_letter, why, sizeof(why)) != 0) {
+            snprintf(err, err_len, "dead-letter %s", why);
+            return EVBUS_EINVAL;
+        }
+        if (strcmp(t->dead_letter, t->name) == 0) {
+            snprintf(err, err_len, "a target cannot be its own dead-letter target");
+            return EVBUS_EINVAL;
+        }
+    }
+    int has_path = nonempty(t->input_path), has_input = nonempty(t->input),
+        has_map = nonempty(t->input_paths_map), has_tmpl = nonempty(t->input_template);
+    int kind = (int)t->input_kind;
+    int want = has_path                ? FSM_INPUT_PATH
+               : has_input             ? FSM_INPUT_CONSTANT
+               : (has_map || has_tmpl) ? FSM_INPUT_TRANSFORMER
+                                       : FSM_INPUT_WHOLE;
+    if (has_path + has_input + (has_map || has_tmpl) > 1) {
+        snprintf(err, err_len, "give at most one of input path, input, input transformer");
+        return EVBUS_EINVAL;
+    }
+    if (kind != want) {
+        snprintf(err, err_len, "input kind %d does not match the input fields given", kind);
+        return EVBUS_EINVAL;
+    }
+    switch (kind) {
+    case FSM_INPUT_PATH:
+        if (strlen(t->input_path) > FSM_TARGET_MAX_INPUT_PATH) {
+            snprintf(err, err_len, "input path is over %u characters", FSM_TARGET_MAX_INPUT_PATH);
+            return EVBUS_ETOOBIG;
+        }
+        if (t->input_path[0] != '$') {
+            snprintf(err, err_len, "input path must be a JSONPath starting with '$'");
+            return EVBUS_EINVAL;
+        }
+        break;
+    case FSM_INPUT_CONSTANT: {
+        if (strlen(t->input) > FSM_TARGET_MAX_INPUT) {
+            snprintf(err, err_len, "input is over %u bytes", FSM_TARGET_MAX_INPUT);
+            return EVBUS_ETOOBIG;
+        }
+        json_error_t jerr;
+        json_t *j = json_loads(t->input, JSON_DECODE_ANY, &jerr);
+        if (j == NULL) {
+            snprintf(err, err_len, "input is not valid JSON: %s", jerr.text);
+            return EVBUS_EINVAL;
+        }
+        json_decref(j);
+        break;
+    }
+    case FSM_INPUT_TRANSFORMER:
+        if (!has_tmpl) {
+            snprintf(err, err_len, "an input transformer needs an input template");
+            return EVBUS_EINVAL;
+        }
+        if (strlen(t->input_template) > FSM_TARGET_MAX_INPUT ||
+            (has_map && strlen(t->input_paths_map) > FSM_TARGET_MAX_PATHS_MAP)) {
+            snprintf(err, err_len, "input template or paths map is over %u bytes",
+                     FSM_TARGET_MAX_INPUT);
+            return EVBUS_ETOOBIG;
+        }
+        if (has_map && (rv = validate_paths_map(t->input_paths_map, err, err_len)) != 0)
+            return rv;
+        break;
+    default: break;
+    }
+    return 0;
+}
+
+static void target_free(fsm_target *t)
+{
+    if (t == NULL)
+        return;
+    free(t->name);
+    free(t->dead_letter);
+    free(t->input_path);
+    free(t->input);
+    free(t->input_paths_map);
+    free(t->input_template);
+    free(t->rule_ids);
+    free(t->cursors);
+    free(t);
+}
+
+static void targets_clear(fsm_bus *b)
+{
+    for (size_t i = 0; i < b->n_targets; i++)
+        target_free(b->targets[i]);
+    free(b->targets);
+    b->targets = NULL;
+    b->n_targets = b->cap_targets = 0;
+    for (size_t i = 0; i < b->n_rules; i++)
+        b->rules[i]->n_targets = 0;
+}
+
+static size_t target_pos(const fsm_bus *b, const char *name, int *found)
+{
+    size_t lo = 0, hi = b->n_targets;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int cmp = strcmp(b->targets[mid]->name, name);
+        if (cmp == 0) {
+            *found = 1;
+            return mid;
+        }
+        if (cmp < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = 0;
+    return lo;
+}
+
+const fsm_target *fsm_target_find(const fsm_bus *b, const char *name)
+{
+    int found;
+    size_t i = target_pos(b, name, &found);
+    return found ? b->targets[i] : NULL;
+}
+
+/* Linear: targets are few per bus, and the delivery engine should keep its own handles. */
+const fsm_target *fsm_target_by_id(const fsm_bus *b, uint64_t target_id)
+{
+    for (size_t i = 0; i < b->n_targets; i++)
+        if (b->targets[i]->id == target_id)
+            return b->targets[i];
+    return NULL;
+}
+
+size_t fsm_rule_targets(const fsm_bus *b, uint64_t rule_id, fsm_target *const **out)
+{
+    const fsm_rule *r = fsm_rule_by_id(b, rule_id);
+    *out = r ? r->targets : NULL;
+    return r ? r->n_targets : 0;
+}
+
+uint64_t fsm_target_cursor(const fsm_bus *b, const fsm_target *t, uint32_t partition)
+{
+    return partition < b->partitions ? t->cursors[partition] : 0;
+}
+
+/* Inserts t (transferred; name new to the bus) in name order. */
+static void target_insert(fsm_bus *b, fsm_target *t)
+{
+    if (b->n_targets == b->cap_targets) {
+        size_t cap = b->cap_targets ? b->cap_targets * 2 : 8;
+        fsm_target **nt = realloc(b->targets, cap * sizeof(*nt));
+        if (nt == NULL)
+            oom("targets");
+        b->targets = nt;
+        b->cap_targets = cap;
+    }
+    int found;
+    size_t at = target_pos(b, t->name, &found);
+    memmove(&b->targets[at + 1], &b->targets[at], (b->n_targets - at) * sizeof(b->targets[0]));
+    b->targets[at] = t;
+    b->n_targets++;
+}
+
+static int rule_has_target(const fsm_rule *r, const fsm_target *t)
+{
+    for (size_t i = 0; i < r->n_targets; i++)
+        if (r->targets[i] == t)
+            return 1;
+    return 0;
+}
+
+/* Adds the in-memory link rule -> target, in target name order (T5). Room is checked first. */
+static void rule_link_add(fsm_rule *r, fsm_target *t)
+{
+    size_t at = 0;
+    while (at < r->n_targets && strcmp(r->targets[at]->name, t->name) < 0)
+        at++;
+    memmove(&r->targets[at + 1], &r->targets[at], (r->n_targets - at) * sizeof(r->targets[0]));
+    r->targets[at] = t;
+    r->n_targets++;
+}
+
+static void rule_link_drop(fsm_rule *r, const fsm_target *t)
+{
+    for (size_t i = 0; i < r->n_targets; i++) {
+        if (r->targets[i] == t) {
+            memmove(&r->targets[i], &r->targets[i + 1],
+                    (r->n_targets - i - 1) * sizeof(r->targets[0]));
+            r->n_targets--;
+            return;
+        }
+    }
+}
+
+/* Adds rule_id to the target's ascending list (no-op when present). */
+static void target_add_rule_id(fsm_target *t, uint64_t rule_id)
+{
+    size_t at = 0;
+    while (at < t->n_rule_ids && t->rule_ids[at] < rule_id)
+        at++;
+    if (at < t->n_rule_ids && t->rule_ids[at] == rule_id)
+        return;
+    uint64_t *n = realloc(t->rule_ids, (t->n_rule_ids + 1) * sizeof(*n));
+    if (n == NULL)
+        oom("target rules");
+    t->rule_ids = n;
+    memmove(&t->rule_ids[at + 1], &t->rule_ids[at], (t->n_rule_ids - at) * sizeof(*n));
+    t->rule_ids[at] = rule_id;
+    t->n_rule_ids++;
+}
+
+static void target_drop_rule_id(fsm_target *t, uint64_t rule_id)
+{
+    for (size_t i = 0; i < t->n_rule_ids; i++) {
+        if (t->rule_ids[i] == rule_id) {
+            memmove(&t->rule_ids[i], &t->rule_ids[i + 1],
+                    (t->n_rule_ids - i - 1) * sizeof(t->rule_ids[0]));
+            t->n_rule_ids--;
+            return;
+        }
+    }
+}
+
+/* Rebuilds every rule's target links from the targets' rule ids (after load or restore). */
+static void targets_relink(fsm_bus *b)
+{
+    for (size_t i = 0; i < b->n_rules; i++)
+        b->rules[i]->n_targets = 0;
+    for (size_t i = 0; i < b->n_targets; i++) {
+        fsm_target *t = b->targets[i]; /* name order: links come out sorted */
+        for (size_t k = 0; k < t->n_rule_ids; k++) {
+            fsm_rule *r = (fsm_rule *)fsm_rule_by_id(b, t->rule_ids[k]);
+            if (r != NULL && r->n_targets < FSM_MAX_TARGETS_PER_RULE && !rule_has_target(r, t))
+                r->targets[r->n_targets++] = t;
+        }
+    }
+}
+
+static void target_to_meta(const fsm_target *t, evbuscmd_TargetMeta *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->name = t->name;
+    m->target_id = t->id;
+    m->max_attempts = t->max_attempts;
+    m->max_age_s = t->max_age_s;
+    m->dead_letter = t->dead_letter;
+    m->input_kind = (evbuscmd_InputKind)t->input_kind;
+    m->input_path = t->input_path;
+    m->input = t->input;
+    m->input_paths_map = t->input_paths_map;
+    m->input_template = t->input_template;
+    m->window = t->window;
+    m->ack_timeout_ms = t->ack_timeout_ms;
+    m->rule_ids = t->rule_ids;
+    m->rule_ids_count = (pb_size_t)t->n_rule_ids;
+    m->created_index = t->created_index;
+    m->updated_index = t->updated_index;
+    m->delivered = t->delivered;
+    m->retried = t->retried;
+    m->dead_lettered = t->dead_lettered;
+    m->dropped = t->dropped;
+}
+
+static void put_target_meta(fsm *f, const fsm_bus *b, const fsm_target *t)
+{
+    evbuscmd_TargetMeta m;
+    target_to_meta(t, &m);
+    uint8_t *val;
+    size_t vlen;
+    if (wire_encode_body(evbuscmd_TargetMeta_fields, &m, &val, &vlen) != 0)
+        oom("target meta");
+    uint8_t key[KEYS_TARGET_PREFIX_LEN + FSM_MAX_TARGET_NAME];
+    size_t klen = keys_target(key, b->bus_id, t->name, strlen(t->name));
+    store_batch_put(f->batch, key, klen, val, vlen);
+    free(val);
+}
+
+static void put_cursor(fsm *f, const fsm_bus *b, const fsm_target *t, uint32_t p)
+{
+    uint8_t key[KEYS_CURSOR_LEN], val[8];
+    keys_cursor(key, b->bus_id, t->id, p);
+    util_put_be64(val, t->cursors[p]);
+    store_batch_put(f->batch, key, sizeof(key), val, sizeof(val));
+}
+
+/* Deletes the stored cursors of one target (target_id != 0) or of a whole bus (0). */
+static void del_cursors(fsm *f, uint32_t bus_id, uint64_t target_id)
+{
+    uint8_t lo[KEYS_CURSOR_LEN], hi[KEYS_CURSOR_LEN];
+    if (target_id != 0) {
+        keys_cursor(lo, bus_id, target_id, 0);
+        keys_cursor(hi, bus_id, target_id + 1, 0);
+    } else {
+        keys_cursor(lo, bus_id, 0, 0);
+        keys_cursor(hi, bus_id + 1, 0, 0);
+    }
+    store_batch_delete_range(f->batch, lo, sizeof(lo), hi, sizeof(hi));
+}
+
+/* Deletes the stored targets and cursors of a bus. */
+static void del_bus_targets(fsm *f, uint32_t bus_id)
+{
+    uint8_t lo[KEYS_TARGET_PREFIX_LEN], hi[KEYS_TARGET_PREFIX_LEN];
+    keys_target(lo, bus_id, NULL, 0);
+    keys_target(hi, bus_id + 1, NULL, 0);
+    store_batch_delete_range(f->batch, lo, sizeof(lo), hi, sizeof(hi));
+    del_cursors(f, bus_id, 0);
+}
+
+/* Copies an optional string: NULL for NULL or "". 0 or EVBUS_ENOMEM. */
+static int dup_opt(char **dst, const char *src)
+{
+    *dst = NULL;
+    if (!nonempty(src))
+        return 0;
+    *dst = strdup(src);
+    return *dst ? 0 : EVBUS_ENOMEM;
+}
+
+/* Replaces the settings of t with those of m (validated). 0 or EVBUS_ENOMEM (t unchanged). */
+static int target_set(fsm_target *t, const evbuscmd_TargetMeta *m)
+{
+    char *dl, *ip, *in, *pm, *tp;
+    if (dup_opt(&dl, m->dead_letter) || dup_opt(&ip, m->input_path) || dup_opt(&in, m->input) ||
+        dup_opt(&pm, m->input_paths_map) || dup_opt(&tp, m->input_template))
+        return EVBUS_ENOMEM; /* apply stops the process: leaks do not matter */
+    free(t->dead_letter);
+    free(t->input_path);
+    free(t->input);
+    free(t->input_paths_map);
+    free(t->input_template);
+    t->dead_letter = dl;
+    t->input_path = ip;
+    t->input = in;
+    t->input_paths_map = pm;
+    t->input_template = tp;
+    t->input_kind = (int)m->input_kind;
+    t->max_attempts = m->max_attempts;
+    t->max_age_s = m->max_age_s;
+    t->window = m->window;
+    t->ack_timeout_ms = m->ack_timeout_ms;
+    return 0;
+}
+
+/* A target from stored or snapshot metadata (cursors start at 0 unless m has them). NULL only
+ * when out of memory. */
+static fsm_target *target_from_meta(const fsm_bus *b, const evbuscmd_TargetMeta *m)
+{
+    fsm_target *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return NULL;
+    t->name = strdup(m->name);
+    t->cursors = calloc(b->partitions, sizeof(*t->cursors));
+    t->rule_ids = malloc((m->rule_ids_count ? m->rule_ids_count : 1) * sizeof(*t->rule_ids));
+    if (t->name == NULL || t->cursors == NULL || t->rule_ids == NULL || target_set(t, m) != 0) {
+        target_free(t);
+        return NULL;
+    }
+    t->id = m->target_id;
+    for (pb_size_t i = 0; i < m->rule_ids_count; i++)
+        t->rule_ids[i] = m->rule_ids[i];
+    t->n_rule_ids = m->rule_ids_count;
+    if (m->cursors_count == b->partitions)
+        for (uint32_t p = 0; p < b->partitions; p++)
+            t->cursors[p] = m->cursors[p];
+    t->created_index = m->created_index;
+    t->updated_index = m->updated_index;
+    t->delivered = m->delivered;
+    t->retried = m->retried;
+    t->dead_lettered = m->dead_lettered;
+    t->dropped = m->dropped;
+    return t;
+}
+
+/* Checks of TargetMeta from disk or a snapshot (settings and id). 0 or EVBUS_EPROTO. */
+static int target_meta_valid(const evbuscmd_TargetMeta *m)
+{
+    char why[256];
+    if (m->name == NULL || m->target_id == 0 || fsm_target_validate(m, why, sizeof(why)) != 0)
+        return EVBUS_EPROTO;
+    for (pb_size_t i = 1; i < m->rule_ids_count; i++)
+        if (m->rule_ids[i] <= m->rule_ids[i - 1])
+            return EVBUS_EPROTO;
+    return 0;
+}
+
+/*
+ * Removes the targets of a bus that are no longer reachable (T3): mark those serving a rule,
+ * then the dead-letter targets of marked ones until nothing changes (at most n_targets rounds),
+ * and sweep the rest with their stored keys.
+ */
+static void targets_collect(fsm *f, fsm_bus *b)
+{
+    size_t n = b->n_targets;
+    if (n == 0)
+        return;
+    unsigned char *live = calloc(n, 1);
+    if (live == NULL)
+        oom("target sweep");
+    for (size_t i = 0; i < n; i++)
+        live[i] = b->targets[i]->n_rule_ids > 0;
+    for (size_t round = 0, changed = 1; changed && round < n; round++) {
+        changed = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (!live[i] || b->targets[i]->dead_letter == NULL)
+                continue;
+            int found;
+            size_t d = target_pos(b, b->targets[i]->dead_letter, &found);
+            if (found && !live[d]) {
+                live[d] = 1;
+                changed = 1;
+            }
+        }
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        fsm_target *t = b->targets[i];
+        if (live[i]) {
+            b->targets[kept++] = t;
+            continue;
+        }
+        uint8_t key[KEYS_TARGET_PREFIX_LEN + FSM_MAX_TARGET_NAME];
+        size_t klen = keys_target(key, b->bus_id, t->name, strlen(t->name));
+        store_batch_delete(f->batch, key, klen);
+        del_cursors(f, b->bus_id, t->id);
+        target_free(t);
+    }
+    b->n_targets = kept;
+    free(live);
+}
+
+/* Unlinks every target of rule r (being deleted) and collects the unreachable ones. */
+static void rule_unlink_targets(fsm *f, fsm_bus *b, fsm_rule *r)
+{
+    if (r->n_targets == 0)
+        return;
+    for (size_t i = 0; i < r->n_targets; i++) {
+        target_drop_rule_id(r->targets[i], r->id);
+        put_target_meta(f, b, r->targets[i]);
+    }
+    r->n_targets = 0;
+    targets_collect(f, b); /* deletes the keys of the removed ones after the puts above */
+}
+
 /* ---------------------------------------------------------------- producers */
 
 static void seq_free(fsm_seq *q)
@@ -490,6 +1022,7 @@ static void put_bus_meta(fsm *f, const fsm_bus *b)
     m.created_index = b->created_index;
     m.created_time_ms = b->created_time_ms;
     m.next_rule_id = b->next_rule_id;
+    m.next_target_id = b->next_target_id;
     uint8_t *val;
     size_t vlen;
     if (wire_encode_body(evbuscmd_BusMeta_fields, &m, &val, &vlen) != 0) {
@@ -698,6 +1231,7 @@ static int load_buses(fsm *f, char *err, size_t err_len)
         b->created_index = m.created_index;
         b->created_time_ms = m.created_time_ms;
         b->next_rule_id = m.next_rule_id ? m.next_rule_id : 1;
+        b->next_target_id = m.next_target_id ? m.next_target_id : 1;
         wire_release(evbuscmd_BusMeta_fields, &m);
         for (uint32_t p = 0; p < b->partitions; p++) {
             uint8_t key[KEYS_PART_LEN];
@@ -822,6 +1356,49 @@ static int load_rule(fsm *f, const uint8_t *k, size_t klen, const uint8_t *v, si
     return 0;
 }
 
+static int load_target(fsm *f, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen,
+                       char *err, size_t err_len)
+{
+    if (klen <= KEYS_TARGET_PREFIX_LEN)
+        return 0;
+    fsm_bus *b = (fsm_bus *)fsm_bus_by_id(f, util_get_be32(k + 1));
+    if (b == NULL)
+        return 0; /* cannot happen: a bus's targets go with it in the same batch */
+    evbuscmd_TargetMeta m = evbuscmd_TargetMeta_init_zero;
+    int rv = wire_decode(evbuscmd_TargetMeta_fields, v, vlen, &m, err, err_len);
+    if (rv != 0)
+        return rv;
+    if (target_meta_valid(&m) != 0 || fsm_target_find(b, m.name) != NULL ||
+        b->n_targets >= FSM_MAX_TARGETS_PER_BUS) {
+        snprintf(err, err_len, "corrupt target record of bus %s", b->name);
+        wire_release(evbuscmd_TargetMeta_fields, &m);
+        return EVBUS_EPROTO;
+    }
+    fsm_target *t = target_from_meta(b, &m);
+    wire_release(evbuscmd_TargetMeta_fields, &m);
+    if (t == NULL)
+        return EVBUS_ENOMEM;
+    target_insert(b, t);
+    if (t->id >= b->next_target_id)
+        b->next_target_id = t->id + 1;
+    return 0;
+}
+
+static int load_cursor(fsm *f, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen,
+                       char *err, size_t err_len)
+{
+    (void)err;
+    (void)err_len;
+    if (klen != KEYS_CURSOR_LEN || vlen != 8)
+        return 0;
+    const fsm_bus *b = fsm_bus_by_id(f, util_get_be32(k + 1));
+    fsm_target *t = b ? (fsm_target *)fsm_target_by_id(b, util_get_be64(k + 5)) : NULL;
+    uint32_t p = util_get_be32(k + 13);
+    if (t != NULL && p < b->partitions)
+        t->cursors[p] = util_get_be64(v);
+    return 0;
+}
+
 static void params_defaults(fsm_params *p)
 {
     p->dedup_window = FSM_DEFAULT_DEDUP_WINDOW;
@@ -873,8 +1450,12 @@ int fsm_init(fsm *f, store *db, char *err, size_t err_len)
         (rv = scan_prefix(f, 'N', load_node, err, err_len)) != 0 ||
         (rv = scan_prefix(f, 'D', load_producer, err, err_len)) != 0 ||
         (rv = scan_prefix(f, 'H', load_hole, err, err_len)) != 0 ||
-        (rv = scan_prefix(f, 'R', load_rule, err, err_len)) != 0)
+        (rv = scan_prefix(f, 'R', load_rule, err, err_len)) != 0 ||
+        (rv = scan_prefix(f, 'T', load_target, err, err_len)) != 0 ||
+        (rv = scan_prefix(f, 'C', load_cursor, err, err_len)) != 0)
         return rv;
+    for (size_t i = 0; i < f->n_buses; i++)
+        targets_relink(f->buses[i]);
     size_t n_rules = 0;
     for (size_t i = 0; i < f->n_buses; i++)
         n_rules += f->buses[i]->n_rules;
@@ -973,6 +1554,7 @@ static void apply_delete_bus(fsm *f, const evbuscmd_DeleteBus *d, fsm_op_result 
     hole_key(hhi, b->bus_id + 1, 0);
     store_batch_delete_range(f->batch, hlo, sizeof(hlo), hhi, sizeof(hhi));
     del_bus_rules(f, b->bus_id);
+    del_bus_targets(f, b->bus_id);
     for (uint32_t p = 0; p < b->partitions; p++)
         if (b->parts[p].hole_to > b->parts[p].hole_from)
             f->n_holes--;
@@ -1060,6 +1642,7 @@ static void apply_delete_rule(fsm *f, const evbuscmd_DeleteRule *c, fsm_op_resul
     }
     res->offset = r->id;
     matcher_drop(b, r->id);
+    rule_unlink_targets(f, b, r);
     del_rule_meta(f, b, r->name);
     rule_remove(b, r);
 }
@@ -1099,6 +1682,127 @@ static void apply_set_rule_state(fsm *f, const evbuscmd_SetRuleState *c, uint64_
     r->enabled = enable;
     r->updated_index = index;
     put_rule_meta(f, b, r);
+}
+
+/*
+ * Target commands. Results: 0 (res->offset: the target id); EVBUS_ENOTFOUND (bus, rule,
+ * target, dead-letter target); EVBUS_EINVAL (settings); EVBUS_ETOOBIG (targets per rule or per
+ * bus). res->msg says which.
+ */
+static void apply_put_target(fsm *f, const evbuscmd_PutTarget *c, uint64_t index,
+                             fsm_op_result *res)
+{
+    fsm_bus *b = (fsm_bus *)fsm_bus_by_id(f, c->bus_id);
+    fsm_rule *r = b && c->rule ? (fsm_rule *)fsm_rule_find(b, c->rule) : NULL;
+    char err[256];
+    if (r == NULL) {
+        res->code = EVBUS_ENOTFOUND;
+        res->msg = b ? "rule does not exist" : "bus does not exist";
+        return;
+    }
+    const evbuscmd_TargetMeta *m = &c->target;
+    if (!c->has_target || fsm_target_validate(m, err, sizeof(err)) != 0) {
+        res->code = EVBUS_EINVAL;
+        res->msg = "invalid target settings";
+        return;
+    }
+    if (m->dead_letter && m->dead_letter[0] && fsm_target_find(b, m->dead_letter) == NULL) {
+        res->code = EVBUS_ENOTFOUND;
+        res->msg = "the dead-letter target does not exist on the bus (put it first)";
+        return;
+    }
+    fsm_target *t = (fsm_target *)fsm_target_find(b, m->name);
+    if (t == NULL || !rule_has_target(r, t)) {
+        if (r->n_targets >= FSM_MAX_TARGETS_PER_RULE) {
+            res->code = EVBUS_ETOOBIG;
+            res->msg = "the rule already has 5 targets, the limit";
+            return;
+        }
+        if (t == NULL && b->n_targets >= FSM_MAX_TARGETS_PER_BUS) {
+            res->code = EVBUS_ETOOBIG;
+            res->msg = "the bus has too many targets";
+            return;
+        }
+    }
+    if (t == NULL) {
+        t = calloc(1, sizeof(*t));
+        if (t == NULL || (t->name = strdup(m->name)) == NULL ||
+            (t->cursors = calloc(b->partitions, sizeof(*t->cursors))) == NULL)
+            oom("target");
+        t->id = b->next_target_id++;
+        t->created_index = index;
+        /* T1: a new target starts at the events published after it. */
+        for (uint32_t p = 0; p < b->partitions; p++) {
+            t->cursors[p] = b->parts[p].next_offset;
+            put_cursor(f, b, t, p);
+        }
+        target_insert(b, t);
+        put_bus_meta(f, b); /* next_target_id */
+    }
+    if (target_set(t, m) != 0)
+        oom("target");
+    if (!rule_has_target(r, t))
+        rule_link_add(r, t);
+    target_add_rule_id(t, r->id);
+    t->updated_index = index;
+    put_target_meta(f, b, t);
+    /* A changed dead-letter setting may leave the former dead-letter target unreachable. */
+    targets_collect(f, b);
+    res->offset = t->id;
+}
+
+static void apply_remove_target(fsm *f, const evbuscmd_RemoveTarget *c, fsm_op_result *res)
+{
+    fsm_bus *b = (fsm_bus *)fsm_bus_by_id(f, c->bus_id);
+    fsm_rule *r = b && c->rule ? (fsm_rule *)fsm_rule_find(b, c->rule) : NULL;
+    fsm_target *t = r && c->target ? (fsm_target *)fsm_target_find(b, c->target) : NULL;
+    if (t == NULL || !rule_has_target(r, t)) {
+        res->code = EVBUS_ENOTFOUND;
+        res->msg = b == NULL   ? "bus does not exist"
+                   : r == NULL ? "rule does not exist"
+                               : "the rule has no such target";
+        return;
+    }
+    res->offset = t->id;
+    rule_link_drop(r, t);
+    target_drop_rule_id(t, r->id);
+    put_target_meta(f, b, t);
+    targets_collect(f, b);
+}
+
+/* T2: each cursor becomes max(current, offset); nothing changes unless every entry is valid. */
+static void apply_advance_cursors(fsm *f, const evbuscmd_AdvanceCursors *c, fsm_op_result *res)
+{
+    fsm_bus *b = (fsm_bus *)fsm_bus_by_id(f, c->bus_id);
+    fsm_target *t = b ? (fsm_target *)fsm_target_by_id(b, c->target_id) : NULL;
+    if (t == NULL) {
+        res->code = EVBUS_ENOTFOUND;
+        res->msg = b ? "target does not exist (removed?)" : "bus does not exist";
+        return;
+    }
+    for (pb_size_t i = 0; i < c->cursors_count; i++) {
+        const evbuscmd_CursorAdvance *a = &c->cursors[i];
+        if (a->partition >= b->partitions || a->offset > b->parts[a->partition].next_offset) {
+            res->code = EVBUS_EINVAL;
+            res->msg = "cursor beyond the partition's next offset, or no such partition";
+            return;
+        }
+    }
+    for (pb_size_t i = 0; i < c->cursors_count; i++) {
+        const evbuscmd_CursorAdvance *a = &c->cursors[i];
+        if (a->offset > t->cursors[a->partition]) {
+            t->cursors[a->partition] = a->offset;
+            put_cursor(f, b, t, a->partition);
+        }
+    }
+    if (c->delivered || c->retried || c->dead_lettered || c->dropped) {
+        t->delivered += c->delivered;
+        t->retried += c->retried;
+        t->dead_lettered += c->dead_lettered;
+        t->dropped += c->dropped;
+        put_target_meta(f, b, t);
+    }
+    res->offset = t->id;
 }
 
 /* Partitions touched by this entry, so each partition's metadata is written once per batch. */
@@ -1362,6 +2066,13 @@ int fsm_apply(fsm *f, const uint8_t *buf, size_t len, const fsm_entry_result **r
         case evbuscmd_Op_set_rule_state_tag:
             apply_set_rule_state(f, &op->op.set_rule_state, index, res);
             break;
+        case evbuscmd_Op_put_target_tag: apply_put_target(f, &op->op.put_target, index, res); break;
+        case evbuscmd_Op_remove_target_tag:
+            apply_remove_target(f, &op->op.remove_target, res);
+            break;
+        case evbuscmd_Op_advance_cursors_tag:
+            apply_advance_cursors(f, &op->op.advance_cursors, res);
+            break;
         default: res->code = EVBUS_EUNKNOWN_MSG; break;
         }
     }
@@ -1402,10 +2113,19 @@ int fsm_snapshot(fsm *f, uint8_t **out, size_t *out_len)
         m->created_index = b->created_index;
         m->created_time_ms = b->created_time_ms;
         m->next_rule_id = b->next_rule_id;
+        m->next_target_id = b->next_target_id;
         m->parts = calloc(b->partitions, sizeof(*m->parts));
         m->rules = calloc(b->n_rules ? b->n_rules : 1, sizeof(*m->rules));
-        if (m->parts == NULL || m->rules == NULL)
+        m->targets = calloc(b->n_targets ? b->n_targets : 1, sizeof(*m->targets));
+        if (m->parts == NULL || m->rules == NULL || m->targets == NULL)
             goto out;
+        /* Borrowed arrays and strings; in name order, cursors per partition. */
+        for (size_t t = 0; t < b->n_targets; t++) {
+            evbuscmd_TargetMeta *tm = &m->targets[m->targets_count++];
+            target_to_meta(b->targets[t], tm);
+            tm->cursors = b->targets[t]->cursors;
+            tm->cursors_count = (pb_size_t)b->partitions;
+        }
         /* Borrowed strings; in name order (restore checks it). */
         for (size_t r = 0; r < b->n_rules; r++) {
             const fsm_rule *rule = b->rules[r];
@@ -1463,6 +2183,7 @@ out:
     for (pb_size_t i = 0; i < s.buses_count; i++) {
         free(s.buses[i].parts);
         free(s.buses[i].rules);
+        free(s.buses[i].targets);
     }
     free(s.buses);
     return rv;
@@ -1500,6 +2221,39 @@ static int rules_valid(const evbuscmd_BusMeta *m)
     return rv;
 }
 
+/* A snapshot bus's targets: valid, names strictly increasing, ids distinct and below the
+ * counter, one cursor per partition, rules and dead-letter targets of the same bus. */
+static int targets_valid(const evbuscmd_BusMeta *m)
+{
+    if (m->targets_count > FSM_MAX_TARGETS_PER_BUS)
+        return EVBUS_EPROTO;
+    for (pb_size_t t = 0; t < m->targets_count; t++) {
+        const evbuscmd_TargetMeta *tm = &m->targets[t];
+        if (target_meta_valid(tm) != 0 || tm->cursors_count != m->partitions ||
+            (t > 0 && strcmp(m->targets[t - 1].name, tm->name) >= 0) ||
+            (m->next_target_id != 0 && tm->target_id >= m->next_target_id))
+            return EVBUS_EPROTO;
+        for (pb_size_t u = 0; u < t; u++)
+            if (m->targets[u].target_id == tm->target_id)
+                return EVBUS_EPROTO;
+        for (pb_size_t k = 0; k < tm->rule_ids_count; k++) {
+            int found = 0;
+            for (pb_size_t r = 0; r < m->rules_count && !found; r++)
+                found = m->rules[r].rule_id == tm->rule_ids[k];
+            if (!found)
+                return EVBUS_EPROTO;
+        }
+        if (tm->dead_letter && tm->dead_letter[0]) {
+            int found = 0;
+            for (pb_size_t u = 0; u < m->targets_count && !found; u++)
+                found = strcmp(m->targets[u].name, tm->dead_letter) == 0;
+            if (!found)
+                return EVBUS_EPROTO;
+        }
+    }
+    return 0;
+}
+
 /* Everything restore relies on, checked before any state changes. */
 static int snapshot_valid(const evbuscmd_Snapshot *s, char *err, size_t err_len)
 {
@@ -1521,6 +2275,10 @@ static int snapshot_valid(const evbuscmd_Snapshot *s, char *err, size_t err_len)
         }
         if (rules_valid(m) != 0) {
             snprintf(err, err_len, "rules of bus %s in the snapshot are malformed", m->name);
+            return EVBUS_EPROTO;
+        }
+        if (targets_valid(m) != 0) {
+            snprintf(err, err_len, "targets of bus %s in the snapshot are malformed", m->name);
             return EVBUS_EPROTO;
         }
     }
@@ -1585,7 +2343,9 @@ int fsm_restore(fsm *f, const uint8_t *buf, size_t len)
             b->created_index = m->created_index;
             b->created_time_ms = m->created_time_ms;
         }
-        /* The snapshot's rules replace this bus's rules, in memory and on disk. */
+        /* The snapshot's rules and targets replace this bus's, in memory and on disk. */
+        targets_clear(b);
+        del_bus_targets(f, b->bus_id);
         rules_clear(b);
         del_bus_rules(f, b->bus_id);
         for (pb_size_t r = 0; r < m->rules_count; r++) {
@@ -1599,6 +2359,20 @@ int fsm_restore(fsm *f, const uint8_t *buf, size_t len)
         for (pb_size_t r = 0; r < m->rules_count; r++)
             if (m->rules[r].rule_id >= b->next_rule_id)
                 b->next_rule_id = m->rules[r].rule_id + 1;
+        for (pb_size_t t = 0; t < m->targets_count; t++) {
+            fsm_target *tg = target_from_meta(b, &m->targets[t]);
+            if (tg == NULL)
+                oom("restore");
+            target_insert(b, tg);
+            put_target_meta(f, b, tg);
+            for (uint32_t p = 0; p < b->partitions; p++)
+                put_cursor(f, b, tg, p);
+        }
+        b->next_target_id = m->next_target_id ? m->next_target_id : 1;
+        for (size_t t = 0; t < b->n_targets; t++)
+            if (b->targets[t]->id >= b->next_target_id)
+                b->next_target_id = b->targets[t]->id + 1;
+        targets_relink(b);
         for (pb_size_t p = 0; p < m->parts_count; p++) {
             const evbuscmd_PartitionMeta *pm = &m->parts[p];
             fsm_partition *part = &b->parts[p];

@@ -33,6 +33,29 @@
  * (SetParams), never the local config. Rules are stored under 'R' bus_id name
  * (RuleMeta) and go into snapshots inside their BusMeta; deleting a bus deletes
  * its rules.
+ *
+ * Targets (issue 5). A target is a named worker group of a bus ('T' bus_id name, TargetMeta):
+ * delivery settings (retry policy, dead-letter target, input shape, window, ack timeout), the
+ * ids of the rules it serves (1..FSM_MAX_TARGETS_PER_RULE targets per rule; one target may serve
+ * several rules), counters, and one cursor per partition ('C' bus_id target_id partition, u64):
+ * the next offset to deliver, everything below it delivered or dead-lettered. Invariants:
+ *  T1. A new target's cursors start at each partition's next_offset as of the entry that created
+ *      it: a new target gets the events published after it, never the backlog before it.
+ *  T2. Cursors only move forward (AdvanceCursors applies max(current, new)) and never past the
+ *      partition's next_offset. Acks name the target by id, so a target removed and put again
+ *      under the same name (a new id, new cursors) never receives the old target's acks.
+ *  T3. A target exists while it is reachable: it serves a rule, or it is the dead-letter target
+ *      of a reachable target. After every unlink (RemoveTarget, DeleteRule) the unreachable
+ *      targets are removed with their cursors (mark and sweep, deterministic), so a dead-letter
+ *      reference never dangles. Deleting a bus removes all of its targets.
+ *  T4. The dead-letter target must exist when named and differ from the target. Settings
+ *      belong to the target: putting it again from any rule replaces them.
+ *  T5. fsm_rule.targets (in memory, derived from the targets' rule ids) is kept sorted by
+ *      target name on every replica, restored or not.
+ * The delivery engine (not yet written) reads fsm_rule_targets() and fsm_target_cursor() and
+ * commits progress with AdvanceCursors ops; a dead letter that fails on its dead-letter target
+ * is dropped and counted, never forwarded again (chains and cycles of dead-letter targets are
+ * allowed in the model and must not loop).
  */
 #ifndef EVBUS_CLUSTER_FSM_H
 #define EVBUS_CLUSTER_FSM_H
@@ -97,6 +120,48 @@ typedef struct fsm_params {
 #define FSM_MAX_RULE_NAME 64u
 #define FSM_MAX_RULE_DESCRIPTION 512u
 
+#define FSM_MAX_TARGETS_PER_RULE 5u
+/* A bus's targets go into one repeated field of a snapshot (16-bit count). */
+#define FSM_MAX_TARGETS_PER_BUS 60000u
+#define FSM_MAX_TARGET_NAME 64u
+#define FSM_TARGET_MAX_ATTEMPTS 185u
+#define FSM_TARGET_DEFAULT_MAX_ATTEMPTS 185u
+#define FSM_TARGET_MIN_AGE_S 60u
+#define FSM_TARGET_MAX_AGE_S 86400u
+#define FSM_TARGET_DEFAULT_WINDOW 64u
+#define FSM_TARGET_MAX_WINDOW 1024u
+#define FSM_TARGET_DEFAULT_ACK_TIMEOUT_MS 30000u
+#define FSM_TARGET_MIN_ACK_TIMEOUT_MS 1000u
+#define FSM_TARGET_MAX_ACK_TIMEOUT_MS 3600000u
+#define FSM_TARGET_MAX_INPUT_PATH 256u    /* EventBridge's InputPath limit */
+#define FSM_TARGET_MAX_INPUT 8192u        /* Input, InputTemplate (EventBridge: 8192) */
+#define FSM_TARGET_MAX_PATHS_MAP 8192u    /* InputPathsMap text */
+#define FSM_TARGET_MAX_PATHS_ENTRIES 100u /* EventBridge: 100 keys */
+
+/* Delivery shape (evbuscmd_InputKind values). */
+enum { FSM_INPUT_WHOLE = 0, FSM_INPUT_PATH = 1, FSM_INPUT_CONSTANT = 2, FSM_INPUT_TRANSFORMER = 3 };
+
+typedef struct fsm_target {
+    char *name;
+    uint64_t id; /* per bus, never reused */
+    uint32_t max_attempts;
+    uint32_t max_age_s;
+    uint32_t window;
+    uint32_t ack_timeout_ms;
+    char *dead_letter; /* NULL: none */
+    int input_kind;    /* FSM_INPUT_* */
+    char *input_path;  /* NULL unless the kind uses it */
+    char *input;
+    char *input_paths_map;
+    char *input_template;
+    uint64_t *rule_ids; /* ascending, n_rule_ids */
+    size_t n_rule_ids;
+    uint64_t *cursors; /* one per partition of the bus */
+    uint64_t created_index;
+    uint64_t updated_index;
+    uint64_t delivered, retried, dead_lettered, dropped;
+} fsm_target;
+
 /* One rule of a bus. */
 typedef struct fsm_rule {
     char *name;
@@ -110,6 +175,8 @@ typedef struct fsm_rule {
     uint64_t created_index;
     uint64_t updated_index;
     size_t memory_bytes; /* rules_pattern_memory() of the parsed pattern */
+    fsm_target *targets[FSM_MAX_TARGETS_PER_RULE]; /* by name (T5); borrowed from the bus */
+    size_t n_targets;
 } fsm_rule;
 
 typedef struct fsm_bus {
@@ -124,10 +191,14 @@ typedef struct fsm_bus {
     size_t n_rules, cap_rules;
     uint64_t next_rule_id;
     rules_matcher *matcher; /* the enabled rules; NULL until the first one */
+    fsm_target **targets;   /* n_targets, sorted by name (bytewise) */
+    size_t n_targets, cap_targets;
+    uint64_t next_target_id;
 } fsm_bus;
 
 typedef struct fsm_op_result {
-    int code; /* 0 or EVBUS_* */
+    int code;        /* 0 or EVBUS_* */
+    const char *msg; /* static text saying why, or NULL (the same on every replica) */
     uint32_t partition;
     uint64_t offset;
 } fsm_op_result;
@@ -233,6 +304,30 @@ const fsm_rule *fsm_rule_by_id(const fsm_bus *b, uint64_t rule_id);
  */
 int fsm_match(const fsm *f, uint32_t bus_id, const char *envelope, size_t len, uint64_t *ids,
               size_t max, size_t *n);
+
+/* Validates a target name: [A-Za-z0-9._-]{1,64}. 0 or EVBUS_EINVAL with the reason in err. */
+int fsm_validate_target_name(const char *name, char *err, size_t err_len);
+
+/*
+ * Checks a target's settings without looking at any state: name, ranges (max_attempts 0..185,
+ * max_age_s 60..86400, window 1..1024, ack_timeout_ms 1000..3600000), the dead-letter name
+ * (valid, not the target itself), one delivery shape whose fields are consistent with
+ * input_kind, Input valid JSON, InputPathsMap a JSON object of at most 100 names -> JSONPaths
+ * ("$..."), InputPath a JSONPath, lengths. Pure and deterministic: the leader and apply agree.
+ * 0 or EVBUS_EINVAL / EVBUS_ETOOBIG with the reason in err.
+ */
+struct _evbuscmd_TargetMeta;
+int fsm_target_validate(const struct _evbuscmd_TargetMeta *t, char *err, size_t err_len);
+
+/* Target `name` of a bus, or NULL. */
+const fsm_target *fsm_target_find(const fsm_bus *b, const char *name);
+/* Target with id `target_id` of a bus, or NULL. */
+const fsm_target *fsm_target_by_id(const fsm_bus *b, uint64_t target_id);
+/* The targets of rule `rule_id` (sorted by name) into *out (borrowed, valid until the next
+ * apply); returns their number, 0 when the rule does not exist. For the delivery engine. */
+size_t fsm_rule_targets(const fsm_bus *b, uint64_t rule_id, fsm_target *const **out);
+/* Committed cursor of a target in a partition (0 for a partition out of range). */
+uint64_t fsm_target_cursor(const fsm_bus *b, const fsm_target *t, uint32_t partition);
 
 #define FSM_MAX_PARTITIONS 1024u
 /* nanopb's repeated-field counts are 16-bit (snapshots list every bus). */

@@ -153,6 +153,8 @@ int util_buf_reserve(util_buf *b, size_t extra)
 
 int util_buf_append(util_buf *b, const void *p, size_t n)
 {
+    if (n == 0)
+        return 0; /* memcpy with a NULL buffer is undefined even for 0 bytes */
     int rv = util_buf_reserve(b, n);
     if (rv != 0)
         return rv;

@@ -560,6 +560,13 @@ int rules_pattern_match(const rules_pattern *p, const char *event, size_t len, i
     *matched = 0;
     if (explain != NULL && explain_len > 0)
         explain[0] = 0;
+    /* As in rules_pattern_parse: jansson would drop a raw NUL after a number or literal. */
+    const char *nul = memchr(event, 0, len);
+    if (nul != NULL) {
+        explainf(explain, explain_len, "Event is not valid JSON (NUL byte at offset %zu)",
+                 (size_t)(nul - event));
+        return EVBUS_EINVAL;
+    }
     json_error_t jerr;
     json_t *root =
         json_loadb(event, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr);

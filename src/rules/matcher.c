@@ -180,20 +180,21 @@ typedef struct mcond {
 #define CJ_CANDIDATE 1u
 #define CJ_ARRAY 2u /* some fire came from a leaf in an array */
 
+/* Hot fields first: a fire touches only the first cache line for small conjunctions. */
 typedef struct conj {
+    uint64_t stamp;
+    uint32_t nfired;
+    uint32_t nreq; /* conditions without exists:false */
+    uint32_t words; /* 64-bit words per condition bitset */
+    uint32_t simple;
+    uint32_t flags;
+    uint32_t occ_head; /* index + 1 into matcher.occ */
     struct rule *rule;
     mcond *conds;
     uint32_t nconds;
-    uint32_t nreq; /* conditions without exists:false */
     uint32_t nabsent;
-    uint32_t words; /* 64-bit words per condition bitset */
-    uint32_t simple;
     uint32_t alist_pos; /* index in matcher.absent_only when nreq == 0 */
-    uint64_t stamp;
-    uint32_t nfired;
-    uint32_t flags;
-    uint32_t occ_head; /* index + 1 into matcher.occ */
-    uint64_t bits[];   /* fired[words], root[words] */
+    uint64_t bits[];    /* fired[words], root[words], required[words] (constant) */
 } conj;
 
 typedef struct rule {
@@ -986,7 +987,7 @@ static void reg_undo(rules_matcher *m, mcond *c, reg *r)
 
 static size_t conj_size(uint32_t words)
 {
-    return sizeof(conj) + 2 * (size_t)words * sizeof(uint64_t);
+    return sizeof(conj) + 3 * (size_t)words * sizeof(uint64_t);
 }
 
 static void absent_only_remove(rules_matcher *m, conj *cj)
@@ -1055,6 +1056,7 @@ static int conj_build(rules_matcher *m, rule *r, const rules_conj *pc, conj **ou
             cj->nabsent++;
         } else {
             cj->nreq++;
+            cj->bits[2 * words + (i >> 6)] |= 1ull << (i & 63);
         }
         act a = {.obj = cj, .wc = NULL, .cond = i, .excl = 0};
         for (size_t k = 0; k < pcond->nalts; k++) {
@@ -1214,7 +1216,8 @@ static inline void emit(rules_matcher *m, rule *r)
     if (r->stamp == m->eseq)
         return;
     r->stamp = m->eseq;
-    if (grow_arr(m, (void **)&m->out, &m->cap_out, sizeof(uint64_t), (size_t)m->nout + 1) != 0) {
+    if (m->nout == m->cap_out &&
+        grow_arr(m, (void **)&m->out, &m->cap_out, sizeof(uint64_t), (size_t)m->nout + 1) != 0) {
         m->oom = 1;
         return;
     }
@@ -1234,7 +1237,23 @@ static inline uint32_t cur_ctx(rules_matcher *m)
     return m->cur_ctx;
 }
 
-static void fire(rules_matcher *m, conj *cj, uint32_t ci)
+__attribute__((noinline)) static void fire_occ(rules_matcher *m, conj *cj, uint32_t ci)
+{
+    uint32_t ctx = cur_ctx(m);
+    if (m->nocc == m->cap_occ &&
+        grow_arr(m, (void **)&m->occ, &m->cap_occ, sizeof(struct occ), (size_t)m->nocc + 1) != 0) {
+        m->oom = 1;
+        return;
+    }
+    struct occ *o = &m->occ[m->nocc++];
+    o->ctx = ctx;
+    o->cond = ci;
+    o->next = cj->occ_head;
+    cj->occ_head = m->nocc;
+    cj->flags |= CJ_ARRAY;
+}
+
+static inline void fire(rules_matcher *m, conj *cj, uint32_t ci)
 {
     if (cj->simple) {
         emit(m, cj->rule);
@@ -1246,14 +1265,20 @@ static void fire(rules_matcher *m, conj *cj, uint32_t ci)
         cj->nfired = 0;
         cj->flags = 0;
         cj->occ_head = 0;
-        memset(cj->bits, 0, 2 * (size_t)w * sizeof(uint64_t));
+        if (w == 1) {
+            cj->bits[0] = 0;
+            cj->bits[1] = 0;
+        } else {
+            memset(cj->bits, 0, 2 * (size_t)w * sizeof(uint64_t));
+        }
     }
     uint64_t bit = 1ull << (ci & 63);
     uint64_t *fired = &cj->bits[ci >> 6];
     if (!(*fired & bit)) {
         *fired |= bit;
-        if (!cj->conds[ci].has_absent && ++cj->nfired == cj->nreq && cj->nreq > 0) {
-            if (grow_arr(m, (void **)&m->cands, &m->cap_cands, sizeof(conj *),
+        if ((cj->bits[2 * w + (ci >> 6)] & bit) && ++cj->nfired == cj->nreq) {
+            if (m->ncands == m->cap_cands &&
+                grow_arr(m, (void **)&m->cands, &m->cap_cands, sizeof(conj *),
                          (size_t)m->ncands + 1) != 0) {
                 m->oom = 1;
             } else {
@@ -1262,22 +1287,10 @@ static void fire(rules_matcher *m, conj *cj, uint32_t ci)
             }
         }
     }
-    if (!scan_in_array(m->cur_scan)) {
+    if (!scan_in_array(m->cur_scan))
         cj->bits[w + (ci >> 6)] |= bit;
-        return;
-    }
-    uint32_t ctx = cur_ctx(m);
-    if (grow_arr(m, (void **)&m->occ, &m->cap_occ, sizeof(struct occ), (size_t)m->nocc + 1) !=
-        0) {
-        m->oom = 1;
-        return;
-    }
-    struct occ *o = &m->occ[m->nocc++];
-    o->ctx = ctx;
-    o->cond = ci;
-    o->next = cj->occ_head;
-    cj->occ_head = m->nocc;
-    cj->flags |= CJ_ARRAY;
+    else
+        fire_occ(m, cj, ci);
 }
 
 static inline void run_acts(rules_matcher *m, const actlist *l, const char *s, size_t n)
@@ -1798,10 +1811,43 @@ static int conj_eval(rules_matcher *m, const conj *cj)
     return conj_search(m, cj, fresh);
 }
 
-static int cmp_u64(const void *a, const void *b)
+/* Sorts the matched ids ascending: insertion sort for a few, LSD radix sort (bytes, skipping
+ * the bytes every id shares) for many; tmp has room for n. */
+static void sort_ids(uint64_t *v, uint64_t *tmp, uint32_t n)
 {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x > y) - (x < y);
+    if (n <= 32) {
+        for (uint32_t i = 1; i < n; i++) {
+            uint64_t x = v[i];
+            uint32_t j = i;
+            for (; j > 0 && v[j - 1] > x; j--)
+                v[j] = v[j - 1];
+            v[j] = x;
+        }
+        return;
+    }
+    uint32_t hist[8][256];
+    memset(hist, 0, sizeof(hist));
+    for (uint32_t i = 0; i < n; i++)
+        for (int b = 0; b < 8; b++)
+            hist[b][(v[i] >> (8 * b)) & 0xff]++;
+    uint64_t *src = v, *dst = tmp;
+    for (int b = 0; b < 8; b++) {
+        if (hist[b][(v[0] >> (8 * b)) & 0xff] == n)
+            continue; /* every id has the same byte here */
+        uint32_t off = 0;
+        for (int k = 0; k < 256; k++) {
+            uint32_t c = hist[b][k];
+            hist[b][k] = off;
+            off += c;
+        }
+        for (uint32_t i = 0; i < n; i++)
+            dst[hist[b][(src[i] >> (8 * b)) & 0xff]++] = src[i];
+        uint64_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != v)
+        memcpy(v, src, n * sizeof(uint64_t));
 }
 
 int rules_matcher_match(rules_matcher *m, const char *event, size_t len, uint64_t *ids,
@@ -1836,8 +1882,16 @@ int rules_matcher_match(rules_matcher *m, const char *event, size_t len, uint64_
         }
     }
     if (rc == 0) {
+        if (m->nout > 32 && grow_arr(m, (void **)&m->out, &m->cap_out, sizeof(uint64_t),
+                                     2 * (size_t)m->nout) != 0) {
+            rc = EVBUS_ENOMEM;
+            if (err != NULL && err_len > 0)
+                snprintf(err, err_len, "out of memory while matching");
+        }
+    }
+    if (rc == 0) {
         if (m->nout > 1)
-            qsort(m->out, m->nout, sizeof(uint64_t), cmp_u64);
+            sort_ids(m->out, m->out + m->nout, m->nout);
         for (uint32_t i = 0; i < m->nout && i < max; i++)
             ids[i] = m->out[i];
         *n = m->nout;

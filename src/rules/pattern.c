@@ -1299,6 +1299,14 @@ int rules_pattern_parse(const char *json, size_t len, const rules_limits *limits
             snprintf(err, err_len, "Pattern is %zu bytes, over the limit of %zu bytes", len, max);
         return EVBUS_ETOOBIG;
     }
+    /* jansson silently drops a raw NUL after a number or literal ({"a":[1<NUL>]}); JSON text
+     * has none (only the escape \u0000), and the matcher's scanner rejects it too. */
+    const char *nul = memchr(json, 0, len);
+    if (nul != NULL) {
+        if (err != NULL && err_len > 0)
+            snprintf(err, err_len, "Invalid JSON at offset %zu: NUL byte", (size_t)(nul - json));
+        return EVBUS_EINVAL;
+    }
     json_error_t jerr;
     json_t *root =
         json_loadb(json, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr);

@@ -27,6 +27,9 @@
 
 #define PATHS_SEED 0x5ca1ab1e0ddba11ull
 #define EDGE_SEED 0x0dd5eed5ca7ba5e5ull
+
+
+
 #define LINEAR_EDGES 8 /* nodes with more edges get a hash index */
 
 /* ------------------------------------------------------------- path table */
@@ -699,6 +702,19 @@ __attribute__((noinline, cold)) static const char *num_exp(struct walk *w, const
     return p;
 }
 
+#if defined(__SSE2__)
+/* Bit i set when q[i] is not an ASCII digit, for i in 0..31 (q + 32 <= end). */
+static inline uint32_t nondigits32(const char *q)
+{
+    const __m128i zero = _mm_set1_epi8('0'), ten = _mm_set1_epi8(10);
+    __m128i a = _mm_sub_epi8(_mm_loadu_si128((const __m128i *)(const void *)q), zero);
+    __m128i b = _mm_sub_epi8(_mm_loadu_si128((const __m128i *)(const void *)(q + 16)), zero);
+    uint32_t ma = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(a, ten), a));
+    uint32_t mb = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(b, ten), b));
+    return ma | mb << 16;
+}
+#endif
+
 /* Number at p (starts with '-' or a digit). */
 __attribute__((always_inline)) static inline const char *num_end(struct walk *w, const char *p)
 {
@@ -706,27 +722,50 @@ __attribute__((always_inline)) static inline const char *num_end(struct walk *w,
     const char *end = w->end;
     if (*p == '-' && ++p >= end)
         return fail_at(w, p, "invalid number");
-    long magnitude; /* decimal digits before the point */
-    if (*p == '0') {
-        p++;
-        magnitude = 1;
-    } else {
-        size_t k = digit_run(p, end);
-        if (k == 0)
-            return fail_at(w, p, "invalid number");
-        p += k;
-        magnitude = (long)k;
+#if defined(__SSE2__)
+    /* Fast path: the integer and fraction digits of a coordinate fit in one 32-byte window. */
+    if (end - p >= 32) {
+        uint32_t nd = nondigits32(p);
+        uint32_t k = (uint32_t)__builtin_ctz(nd | 0x80000000u);
+        if (k == 0 || (k > 1 && *p == '0') || k == 31)
+            goto slow; /* no digit, a leading zero (an error) or a long run: the careful way */
+        const char *q = p + k;
+        if (*q == '.') {
+            uint32_t rest = nd >> (k + 1); /* k <= 30 */
+            uint32_t f = rest ? (uint32_t)__builtin_ctz(rest) : 32;
+            if (f == 0 || k + 1 + f >= 32)
+                goto slow;
+            q += 1 + f;
+        }
+        if (*q == 'e' || *q == 'E')
+            return num_exp(w, start, q, (long)k);
+        return q;
     }
-    if (p < end && *p == '.') {
-        p++;
-        size_t k = digit_run(p, end);
-        if (k == 0)
-            return fail_at(w, p, "invalid number");
-        p += k;
+slow:
+#endif
+    {
+        long magnitude; /* decimal digits before the point */
+        if (*p == '0') {
+            p++;
+            magnitude = 1;
+        } else {
+            size_t k = digit_run(p, end);
+            if (k == 0)
+                return fail_at(w, p, "invalid number");
+            p += k;
+            magnitude = (long)k;
+        }
+        if (p < end && *p == '.') {
+            p++;
+            size_t k = digit_run(p, end);
+            if (k == 0)
+                return fail_at(w, p, "invalid number");
+            p += k;
+        }
+        if ((p < end && (*p == 'e' || *p == 'E')) || magnitude > 308)
+            return num_exp(w, start, p, magnitude);
+        return p;
     }
-    if ((p < end && (*p == 'e' || *p == 'E')) || magnitude > 308)
-        return num_exp(w, start, p, magnitude);
-    return p;
 }
 
 /* true, false or null at p. */

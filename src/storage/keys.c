@@ -47,3 +47,21 @@ size_t keys_rule(uint8_t *out, uint32_t bus_id, const char *name, size_t name_le
         memcpy(out + KEYS_RULE_PREFIX_LEN, name, name_len);
     return KEYS_RULE_PREFIX_LEN + name_len;
 }
+
+size_t keys_target(uint8_t *out, uint32_t bus_id, const char *name, size_t name_len)
+{
+    out[0] = 'T';
+    util_put_be32(out + 1, bus_id);
+    if (name_len)
+        memcpy(out + KEYS_TARGET_PREFIX_LEN, name, name_len);
+    return KEYS_TARGET_PREFIX_LEN + name_len;
+}
+
+void keys_cursor(uint8_t out[KEYS_CURSOR_LEN], uint32_t bus_id, uint64_t target_id,
+                 uint32_t partition)
+{
+    out[0] = 'C';
+    util_put_be32(out + 1, bus_id);
+    util_put_be64(out + 5, target_id);
+    util_put_be32(out + 13, partition);
+}

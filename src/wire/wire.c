@@ -173,6 +173,13 @@ const char *wire_body_name(pb_size_t which_body)
     case evbus_Frame_list_rules_reply_tag: return "ListRulesReply";
     case evbus_Frame_test_rule_tag: return "TestRule";
     case evbus_Frame_test_rule_reply_tag: return "TestRuleReply";
+    case evbus_Frame_put_targets_tag: return "PutTargets";
+    case evbus_Frame_remove_targets_tag: return "RemoveTargets";
+    case evbus_Frame_targets_result_reply_tag: return "TargetsResultReply";
+    case evbus_Frame_list_targets_by_rule_tag: return "ListTargetsByRule";
+    case evbus_Frame_list_targets_reply_tag: return "ListTargetsReply";
+    case evbus_Frame_describe_target_tag: return "DescribeTarget";
+    case evbus_Frame_target_reply_tag: return "TargetReply";
     }
     return "unknown";
 }

@@ -2,7 +2,8 @@
  * per partition; bad ops rejected in the result; replayed entries skipped; state survives a
  * reopen; metadata snapshots restore; bus deletion removes events; key order is numeric order;
  * rule commands change the rule set and each bus's matcher, survive a reopen and a snapshot, and
- * go with their bus. */
+ * go with their bus; targets (limits, dead letters, cursors that only move forward, removal of
+ * unused targets) survive a reopen and a snapshot. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -490,12 +491,294 @@ static void test_key_order(void **state)
     assert_int_equal(keys_event_parse(bad, sizeof(bad), &bid, &part, &off), EVBUS_EINVAL);
 }
 
+/* --------------------------------------------------------------- targets */
+
+static void add_put_target(ops_builder *b, uint32_t bus_id, const char *rule, const char *name,
+                           const char *dead_letter, uint32_t max_attempts)
+{
+    evbuscmd_Op *op = &b->ops[b->n++];
+    memset(op, 0, sizeof(*op));
+    op->which_op = evbuscmd_Op_put_target_tag;
+    op->op.put_target.bus_id = bus_id;
+    op->op.put_target.rule = (char *)rule;
+    op->op.put_target.has_target = true;
+    evbuscmd_TargetMeta *m = &op->op.put_target.target;
+    m->name = (char *)name;
+    m->dead_letter = (char *)dead_letter;
+    m->max_attempts = max_attempts;
+    m->max_age_s = FSM_TARGET_MAX_AGE_S;
+    m->window = FSM_TARGET_DEFAULT_WINDOW;
+    m->ack_timeout_ms = FSM_TARGET_DEFAULT_ACK_TIMEOUT_MS;
+}
+
+static void add_remove_target(ops_builder *b, uint32_t bus_id, const char *rule, const char *name)
+{
+    evbuscmd_Op *op = &b->ops[b->n++];
+    memset(op, 0, sizeof(*op));
+    op->which_op = evbuscmd_Op_remove_target_tag;
+    op->op.remove_target.bus_id = bus_id;
+    op->op.remove_target.rule = (char *)rule;
+    op->op.remove_target.target = (char *)name;
+}
+
+static evbuscmd_CursorAdvance g_adv[8];
+
+static void add_advance(ops_builder *b, uint32_t bus_id, uint64_t target_id, uint32_t part,
+                        uint64_t offset, uint64_t delivered)
+{
+    evbuscmd_Op *op = &b->ops[b->n++];
+    memset(op, 0, sizeof(*op));
+    op->which_op = evbuscmd_Op_advance_cursors_tag;
+    op->op.advance_cursors.bus_id = bus_id;
+    op->op.advance_cursors.target_id = target_id;
+    evbuscmd_CursorAdvance *a = &g_adv[b->n % 8];
+    a->partition = part;
+    a->offset = offset;
+    op->op.advance_cursors.cursors = a;
+    op->op.advance_cursors.cursors_count = 1;
+    op->op.advance_cursors.delivered = delivered;
+}
+
+static const fsm_target *target_of(const fsm *f, uint32_t bus_id, const char *name)
+{
+    const fsm_bus *b = fsm_bus_by_id(f, bus_id);
+    return b ? fsm_target_find(b, name) : NULL;
+}
+
+/* Names of a rule's targets, comma-separated (static buffer). */
+static const char *rule_target_names(const fsm *f, uint32_t bus_id, const char *rule)
+{
+    static char out[512];
+    out[0] = '\0';
+    const fsm_bus *b = fsm_bus_by_id(f, bus_id);
+    const fsm_rule *r = fsm_rule_find(b, rule);
+    fsm_target *const *ts;
+    size_t n = fsm_rule_targets(b, r->id, &ts);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            strcat(out, ",");
+        strcat(out, ts[i]->name);
+    }
+    return out;
+}
+
+/* The state test_targets builds, as every replica must see it after reopen or restore. */
+static void assert_targets_state(const fsm *f, uint32_t id)
+{
+    assert_string_equal(rule_target_names(f, id, "r1"), "a,b,c,d,dlq");
+    assert_string_equal(rule_target_names(f, id, "r2"), "a");
+    const fsm_bus *bus = fsm_bus_by_id(f, id);
+    const fsm_target *a = fsm_target_find(bus, "a");
+    assert_non_null(a);
+    assert_int_equal(a->n_rule_ids, 2);
+    assert_int_equal(a->max_attempts, 7);
+    assert_string_equal(a->dead_letter, "dlq");
+    assert_int_equal(fsm_target_cursor(bus, a, 0), 2); /* started at 1, advanced to 2 */
+    assert_int_equal(fsm_target_cursor(bus, a, 1), 0);
+    assert_int_equal(a->delivered, 5);
+    assert_int_equal(bus->next_target_id, 6);
+}
+
+static void test_targets(void **state)
+{
+    (void)state;
+    store *db = open_db("targets1");
+    fsm f;
+    open_fsm(&f, db);
+    ops_builder b = {0};
+    add_create(&b, "orders", 2);
+    const fsm_entry_result *r = apply(&f, 1, &b);
+    uint32_t id = fsm_bus_find(&f, "orders")->bus_id;
+    add_put_rule(&b, id, "r1", "{\"source\":[\"shop\"]}", 0);
+    add_put_rule(&b, id, "r2", "{\"source\":[\"x\"]}", 0);
+    add_publish(&b, id, 0, "{\"source\":\"shop\"}");
+    r = apply(&f, 2, &b);
+    assert_int_equal(r->ops[2].code, 0);
+
+    /* Dead-letter validation: must exist first, not itself; in order within an entry. */
+    add_put_target(&b, id, "r1", "a", "dlq", 7); /* dlq does not exist yet */
+    add_put_target(&b, id, "r1", "dlq", NULL, 185);
+    add_put_target(&b, id, "r1", "a", "dlq", 7);
+    add_put_target(&b, id, "r1", "self", "self", 1);
+    add_put_target(&b, id, "nope", "x", NULL, 1);
+    add_put_target(&b, id, "r1", "big", NULL, 186);
+    add_put_target(&b, id, "r1", "bad name", NULL, 1);
+    r = apply(&f, 3, &b);
+    assert_int_equal(r->n_ops, 7);
+    assert_int_equal(r->ops[0].code, EVBUS_ENOTFOUND);
+    assert_non_null(r->ops[0].msg);
+    assert_int_equal(r->ops[1].code, 0);
+    assert_int_equal(r->ops[1].offset, 1); /* target id */
+    assert_int_equal(r->ops[2].code, 0);
+    assert_int_equal(r->ops[2].offset, 2);
+    assert_int_equal(r->ops[3].code, EVBUS_EINVAL);
+    assert_int_equal(r->ops[4].code, EVBUS_ENOTFOUND);
+    assert_int_equal(r->ops[5].code, EVBUS_EINVAL);
+    assert_int_equal(r->ops[6].code, EVBUS_EINVAL);
+    /* T1: cursors start at the partitions' next offsets (one event in partition 0). */
+    const fsm_bus *bus = fsm_bus_by_id(&f, id);
+    const fsm_target *a = fsm_target_find(bus, "a");
+    assert_int_equal(fsm_target_cursor(bus, a, 0), 1);
+    assert_int_equal(fsm_target_cursor(bus, a, 1), 0);
+
+    /* Limit: 5 targets per rule; re-putting one the rule has is an update, not a sixth. */
+    add_put_target(&b, id, "r1", "b", NULL, 1);
+    add_put_target(&b, id, "r1", "c", NULL, 1);
+    add_put_target(&b, id, "r1", "d", NULL, 1);
+    add_put_target(&b, id, "r1", "e", NULL, 1);
+    add_put_target(&b, id, "r1", "a", "dlq", 7);
+    add_put_target(&b, id, "r2", "a", "dlq", 7); /* one target, two rules */
+    r = apply(&f, 4, &b);
+    assert_int_equal(r->ops[0].code, 0);
+    assert_int_equal(r->ops[2].code, 0);
+    assert_int_equal(r->ops[3].code, EVBUS_ETOOBIG);
+    assert_int_equal(r->ops[4].code, 0);
+    assert_int_equal(r->ops[5].code, 0);
+    assert_null(target_of(&f, id, "e"));
+
+    /* AdvanceCursors: max(current, new), never past next_offset, never backwards. */
+    add_publish(&b, id, 0, "{\"source\":\"shop\"}");
+    add_advance(&b, id, 2, 0, 2, 5);
+    add_advance(&b, id, 2, 0, 1, 0);  /* backwards: ignored */
+    add_advance(&b, id, 2, 0, 3, 0);  /* beyond next_offset 2: refused */
+    add_advance(&b, id, 2, 5, 0, 0);  /* no such partition */
+    add_advance(&b, id, 99, 0, 1, 0); /* no such target */
+    r = apply(&f, 5, &b);
+    assert_int_equal(r->ops[1].code, 0);
+    assert_int_equal(r->ops[2].code, 0);
+    assert_int_equal(r->ops[3].code, EVBUS_EINVAL);
+    assert_int_equal(r->ops[4].code, EVBUS_EINVAL);
+    assert_int_equal(r->ops[5].code, EVBUS_ENOTFOUND);
+    assert_targets_state(&f, id);
+
+    /* Survives a reopen. */
+    fsm_close(&f);
+    open_fsm(&f, db);
+    assert_targets_state(&f, id);
+
+    /* Snapshot into a fresh replica. */
+    uint8_t *snap;
+    size_t snap_len;
+    assert_int_equal(fsm_snapshot(&f, &snap, &snap_len), 0);
+    store *db2 = open_db("targets2");
+    fsm g;
+    open_fsm(&g, db2);
+    assert_int_equal(fsm_restore(&g, snap, snap_len), 0);
+    free(snap);
+    assert_targets_state(&g, id);
+    fsm_close(&g);
+    store_close(db2);
+    db2 = open_db("targets2");
+    open_fsm(&g, db2);
+    assert_targets_state(&g, id);
+    fsm_close(&g);
+    store_close(db2);
+
+    /* Remove: a unlinked from r1 stays (serves r2); b unlinked goes, with its cursors. */
+    uint64_t b_id = target_of(&f, id, "b")->id;
+    add_remove_target(&b, id, "r1", "a");
+    add_remove_target(&b, id, "r1", "b");
+    add_remove_target(&b, id, "r1", "b"); /* no longer linked */
+    r = apply(&f, 6, &b);
+    assert_int_equal(r->ops[0].code, 0);
+    assert_int_equal(r->ops[1].code, 0);
+    assert_int_equal(r->ops[2].code, EVBUS_ENOTFOUND);
+    assert_non_null(target_of(&f, id, "a"));
+    assert_null(target_of(&f, id, "b"));
+    uint8_t ck[KEYS_CURSOR_LEN];
+    keys_cursor(ck, id, b_id, 0);
+    char *v;
+    size_t vlen;
+    assert_int_equal(store_get(db, ck, sizeof(ck), &v, &vlen), EVBUS_ENOTFOUND);
+    assert_string_equal(rule_target_names(&f, id, "r1"), "c,d,dlq");
+
+    /* Deleting r1: c and d go; dlq serves no rule but is a's dead letter (a serves r2): kept. */
+    add_delete_rule(&b, id, "r1");
+    r = apply(&f, 7, &b);
+    assert_int_equal(r->ops[0].code, 0);
+    assert_null(target_of(&f, id, "c"));
+    assert_non_null(target_of(&f, id, "dlq"));
+    assert_int_equal(target_of(&f, id, "dlq")->n_rule_ids, 0);
+    /* Deleting r2: a goes, and then dlq is unreachable: both go. */
+    add_delete_rule(&b, id, "r2");
+    r = apply(&f, 8, &b);
+    assert_int_equal(fsm_bus_by_id(&f, id)->n_targets, 0);
+    fsm_close(&f);
+    open_fsm(&f, db);
+    assert_int_equal(fsm_bus_by_id(&f, id)->n_targets, 0);
+
+    /* A re-created target gets a new id: acks for the old id never reach it. */
+    add_put_rule(&b, id, "r3", "{\"source\":[\"shop\"]}", 0);
+    add_put_target(&b, id, "r3", "a", NULL, 1);
+    add_advance(&b, id, 2, 0, 2, 0);
+    r = apply(&f, 9, &b);
+    assert_int_equal(r->ops[1].code, 0);
+    assert_int_equal(r->ops[1].offset, 6);
+    assert_int_equal(r->ops[2].code, EVBUS_ENOTFOUND);
+
+    /* Deleting the bus deletes its targets and cursors on disk. */
+    add_delete(&b, "orders");
+    r = apply(&f, 10, &b);
+    assert_int_equal(r->ops[0].code, 0);
+    keys_cursor(ck, id, 6, 0);
+    assert_int_equal(store_get(db, ck, sizeof(ck), &v, &vlen), EVBUS_ENOTFOUND);
+    uint8_t tk[KEYS_TARGET_PREFIX_LEN + 1];
+    size_t tklen = keys_target(tk, id, "a", 1);
+    assert_int_equal(store_get(db, tk, tklen, &v, &vlen), EVBUS_ENOTFOUND);
+    fsm_close(&f);
+    store_close(db);
+}
+
+/* Delivery shapes: the stateless validator the leader and apply share. */
+static void test_target_validate(void **state)
+{
+    (void)state;
+    evbuscmd_TargetMeta m = evbuscmd_TargetMeta_init_zero;
+    char err[256];
+    m.name = (char *)"t";
+    m.max_attempts = 0;
+    m.max_age_s = 60;
+    m.window = 1;
+    m.ack_timeout_ms = 1000;
+    assert_int_equal(fsm_target_validate(&m, err, sizeof(err)), 0);
+    m.max_age_s = 59;
+    assert_int_equal(fsm_target_validate(&m, err, sizeof(err)), EVBUS_EINVAL);
+    m.max_age_s = 86400;
+    m.input_kind = evbuscmd_InputKind_INPUT_PATH;
+    m.input_path = (char *)"$.detail";
+    assert_int_equal(fsm_target_validate(&m, err, sizeof(err)), 0);
+    m.input_path = (char *)"detail";
+    assert_int_equal(fsm_target_validate(&m, err, sizeof(err)), EVBUS_EINVAL);
+    m.input = (char *)"{}";
+    m.input_path = (char *)"$.a";
+    assert_int_equal(fsm_target_validate(&m, err, sizeof(err)), EVBUS_EINVAL); /* two shapes */
+    m.input_path = NULL;
+    m.input_kind = evbuscmd_InputKind_INPUT_CONSTANT;
+    assert_int_equal(fsm_target_validate(&m, err, sizeof(err)), 0);
+    m.input = (char *)"{x";
+    assert_int_equal(fsm_target_validate(&m, err, sizeof(err)), EVBUS_EINVAL);
+    m.input = NULL;
+    m.input_kind = evbuscmd_InputKind_INPUT_TRANSFORMER;
+    m.input_paths_map = (char *)"{\"s\":\"$.source\"}";
+    m.input_template = (char *)"\"<s>\"";
+    assert_int_equal(fsm_target_validate(&m, err, sizeof(err)), 0);
+    m.input_paths_map = (char *)"{\"s\":\"source\"}";
+    assert_int_equal(fsm_target_validate(&m, err, sizeof(err)), EVBUS_EINVAL);
+    m.input_paths_map = (char *)"[1]";
+    assert_int_equal(fsm_target_validate(&m, err, sizeof(err)), EVBUS_EINVAL);
+    m.input_paths_map = (char *)"{\"s\":\"$.a\"}";
+    m.input_template = NULL;
+    assert_int_equal(fsm_target_validate(&m, err, sizeof(err)), EVBUS_EINVAL); /* no template */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_apply_offsets_and_replay),
         cmocka_unit_test(test_rules),
         cmocka_unit_test(test_key_order),
+        cmocka_unit_test(test_targets),
+        cmocka_unit_test(test_target_validate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1040,6 +1040,45 @@ static void test_parse_error_contract(void **state)
     assert_int_equal(rules_pattern_memory(NULL), 0);
 }
 
+/* A raw NUL byte is never valid JSON text. jansson drops one that follows a number or a
+ * literal, so {"a":[1<NUL>]} used to parse and {"a":0<NUL>} to match, while the matcher's
+ * scanner rejected them (found by tests/fuzz/fuzz_event). */
+static void test_nul_bytes(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s;
+        size_t len;
+    } texts[] = {
+        {"{\"a\":[1\0]}", 10}, {"{\"a\":[true\0]}", 13}, {"{\"a\":0\0}", 8},
+        {"{\"a\":null\0 }", 12}, {"{\"a\":[\"x\"]}\0", 12},
+    };
+    rules_pattern *any = parse_ok("{'a':[{'exists':true}]}");
+    rules_matcher *m = NULL;
+    assert_int_equal(rules_matcher_new(&m), 0);
+    assert_int_equal(rules_matcher_add(m, 1, any), 0);
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        rules_pattern *p = (rules_pattern *)0x1;
+        char err[128] = "";
+        assert_int_equal(rules_pattern_parse(texts[i].s, texts[i].len, NULL, &p, err, sizeof(err)),
+                         EVBUS_EINVAL);
+        assert_null(p);
+        assert_non_null(strstr(err, "Invalid JSON"));
+        int matched = -1;
+        assert_int_equal(
+            rules_pattern_match(any, texts[i].s, texts[i].len, &matched, err, sizeof(err)),
+            EVBUS_EINVAL);
+        assert_int_equal(matched, 0);
+        assert_non_null(strstr(err, "not valid JSON"));
+        uint64_t ids[2];
+        size_t n = 9;
+        assert_int_equal(rules_matcher_match(m, texts[i].s, texts[i].len, ids, 2, &n, NULL, 0),
+                         EVBUS_EINVAL);
+    }
+    rules_matcher_free(m);
+    rules_pattern_free(any);
+}
+
 static void test_helpers(void **state)
 {
     (void)state;
@@ -1081,6 +1120,7 @@ int main(void)
         cmocka_unit_test(test_dnf_shape),
         cmocka_unit_test(test_explain),
         cmocka_unit_test(test_parse_error_contract),
+        cmocka_unit_test(test_nul_bytes),
         cmocka_unit_test(test_helpers),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
