@@ -10,6 +10,7 @@
 #include "api/backfill.h"
 #include "api/envelope.h"
 #include "api/peers.h"
+#include "delivery/transform.h"
 #include "command.pb.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -1284,6 +1285,27 @@ static void spec_to_meta(const evbus_TargetSpec *s, evbuscmd_TargetMeta *m)
         m->input_kind = evbuscmd_InputKind_INPUT_TRANSFORMER;
 }
 
+/* The full EventBridge check of a target's delivery shape (paths, placeholders, template), done
+ * on the leader before proposing: the state machine only checks the shape's outline, so that
+ * cluster/ does not depend on delivery/. */
+static int validate_input_shape(const evbuscmd_TargetMeta *m, char *err, size_t err_len)
+{
+    transform_config cfg = {0};
+    switch (m->input_kind) {
+    case evbuscmd_InputKind_INPUT_PATH: cfg.input_path = m->input_path; break;
+    case evbuscmd_InputKind_INPUT_CONSTANT: cfg.input = m->input; break;
+    case evbuscmd_InputKind_INPUT_TRANSFORMER:
+        cfg.input_paths_map = m->input_paths_map;
+        cfg.input_template = m->input_template;
+        break;
+    default: return 0;
+    }
+    transform_spec *spec = NULL;
+    int rv = transform_compile(&cfg, &spec, err, err_len);
+    transform_spec_free(spec);
+    return rv;
+}
+
 static void handle_put_targets(api *a, net_conn *c, uint64_t id, const evbus_PutTargetsRequest *r)
 {
     const fsm_bus *b = NULL;
@@ -1312,6 +1334,8 @@ static void handle_put_targets(api *a, net_conn *c, uint64_t id, const evbus_Put
         evbuscmd_TargetMeta m;
         spec_to_meta(s, &m);
         if ((e->code = fsm_target_validate(&m, e->msg, sizeof(e->msg))) != 0)
+            continue;
+        if ((e->code = validate_input_shape(&m, e->msg, sizeof(e->msg))) != 0)
             continue;
         for (pb_size_t k = 0; k < i; k++) {
             if (r->targets[k].id && strcmp(r->targets[k].id, s->id) == 0) {

@@ -338,6 +338,14 @@ static void test_cli_targets(void **state)
         "--dead-letter", "dl", "--input-template", "\"<s> happened\"", "--input-paths-map",
         "{\"s\":\"$.source\"}");
     free(out);
+    /* The leader checks the delivery shape fully (delivery/transform) before proposing. */
+    CTL2(1, &out, "target", "put", "clibus", "r", "bad", "--input-template", "\"<nope> x\"",
+         "--input-paths-map", "{\"s\":\"$.source\"}");
+    assert_contains(out, "InputTemplate contains invalid placeholder nope");
+    free(out);
+    CTL2(1, &out, "target", "put", "clibus", "r", "bad", "--input-path", "$.detail[");
+    assert_contains(out, "InputPath");
+    free(out);
     CTL(0, &out, "target", "list", "clibus", "r");
     assert_contains(out, "TARGET");
     assert_contains(out, "input transformer");
