@@ -6,7 +6,8 @@ set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config git ca-certificates python3
       libuv1-dev librocksdb-dev nanopb libnanopb-dev python3-protobuf
-      libjansson-dev libcmocka-dev zlib1g-dev uuid-dev)
+      libjansson-dev libcmocka-dev zlib1g-dev uuid-dev
+      clang libclang-rt-14-dev)  # clang + its runtimes: the libFuzzer targets in tests/fuzz/
 RAFT_PKG=libraft-dev
 RAFT_MIN=0.22
 

@@ -1097,6 +1097,17 @@ static int write_field(pctx *c, blist *rules, json_t *arr)
     size_t n = json_array_size(arr);
     if (n == 0)
         return ferr(c, "Empty arrays are not allowed");
+    /* The matcher's path table grows with the square of a path's depth (a key "a.b" counts
+     * as two levels, as the event is flattened): bound it, so one small pattern cannot make
+     * every node allocate and work for seconds in apply. */
+    size_t levels = 0;
+    for (size_t i = 0; i < c->depth; i++) {
+        levels++;
+        for (size_t k = 0; k < c->path[i].len; k++)
+            levels += c->path[i].s[k] == '.';
+    }
+    if (levels > RULES_MAX_PATH_LEVELS)
+        return ferr(c, "Field path is deeper than %u levels", RULES_MAX_PATH_LEVELS);
     rules_cond *cond = ar_alloc(c->ar, sizeof(*cond));
     if (cond == NULL)
         return EVBUS_ENOMEM;

@@ -69,6 +69,9 @@
 
 #include "rules/rules.h"
 
+/* Deepest field path a pattern may name (keys containing '.' count one level per part). */
+#define RULES_MAX_PATH_LEVELS 32u
+
 /* Expansion cap for $or (conjunctions per pattern). */
 #define RULES_MAX_CONJS 256
 /*

@@ -665,6 +665,12 @@ static const tcase structure_cases[] = {
     {"{}", 0, E, "Empty objects are not allowed"},
     {"{'a':{}}", 0, E, "Empty objects are not allowed"},
     {"{'a':[]}", 0, E, "Empty arrays are not allowed"},
+    /* Path depth: 32 levels are fine, 33 are refused (a dotted key counts per part). */
+    {"{'a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.a.b.c.d.e.f':[1]}", "{'a':1}", N, NULL},
+    {"{'a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.a.b.c.d.e.f.g':[1]}", 0, E,
+     "deeper than 32 levels"},
+    {"{'a':{'b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.a.b.c.d.e.f':{'g':[1]}}}", 0, E,
+     "deeper than 32 levels"},
     {"{'detail':{'state':[]}}", 0, E, "\"detail.state\": Empty arrays are not allowed"},
     {"{'detail':{'count':5}}", 0, E, "\"detail.count\" must be an object or an array"},
     {"{'a':'x'}", 0, E, "\"a\" must be an object or an array"},
@@ -1050,7 +1056,7 @@ static void test_nul_bytes(void **state)
         const char *s;
         size_t len;
     } texts[] = {
-        {"{\"a\":[1\0]}", 10}, {"{\"a\":[true\0]}", 13}, {"{\"a\":0\0}", 8},
+        {"{\"a\":[1\0]}", 10},   {"{\"a\":[true\0]}", 13},  {"{\"a\":0\0}", 8},
         {"{\"a\":null\0 }", 12}, {"{\"a\":[\"x\"]}\0", 12},
     };
     rules_pattern *any = parse_ok("{'a':[{'exists':true}]}");
