@@ -14,8 +14,10 @@ of [lon, lat, 0] coordinate arrays, plus event-ruler's citylots2
 
 Rule kinds (all drawn from the same value spaces as the events, so a share of
 events match): exact, prefix, suffix, equals-ignore-case, numeric,
-numeric-coords (numeric on the coordinate arrays), anything-but, wildcard,
-exists, mixed (a rotation of the others).
+numeric-coords (numeric on the coordinate arrays), anything-but (with
+geometry.type: matches almost every event), anything-but-exact (anything-but
+beside a selective exact BLKLOT), wildcard, exists, mixed (a rotation of the
+others).
 
 Only the Python standard library is used.
 """
@@ -135,7 +137,7 @@ def rule(kind, i, r, used):
     if kind == "prefix":
         return {"properties": {"MAPBLKLOT": [{"prefix": distinct(lambda: blklot(r)[:r.randint(4, 6)])}]}}
     if kind == "suffix":
-        return {"properties": {"STREET": [{"suffix": distinct(lambda: r.choice(STREETS)[-r.randint(3, 6):])}]}}
+        return {"properties": {"MAPBLKLOT": [{"suffix": distinct(lambda: blklot(r)[-r.randint(5, 7):])}]}}
     if kind == "equals-ignore-case":
         return {"properties": {"STREET": [{"equals-ignore-case": distinct(lambda: mixed_case(r, r.choice(STREETS)))}]}}
     if kind == "numeric":
@@ -147,10 +149,15 @@ def rule(kind, i, r, used):
     if kind == "anything-but":
         return {"properties": {"STREET": [{"anything-but": [r.choice(STREETS), r.choice(STREETS)]}]},
                 "geometry": {"type": ["Polygon"]}}
+    if kind == "anything-but-exact":
+        return {"properties": {"BLKLOT": [distinct(lambda: blklot(r))],
+                               "STREET": [{"anything-but": [r.choice(STREETS), r.choice(STREETS)]}]}}
     if kind == "wildcard":
-        s = r.choice(STREETS)
-        k = r.randint(1, len(s) - 1)
-        return {"properties": {"STREET": [{"wildcard": s[:k] + "*" + s[k + 1:]}]}}
+        def make():
+            s = r.choice(STREETS)
+            k = r.randint(1, len(s) - 1)
+            return s[:k] + "*" + s[k + 1:]
+        return {"properties": {"STREET": [{"wildcard": distinct(make)}]}}
     if kind == "exists":
         field = ["MAPBLKLOT", "BLKLOT", "ST_TYPE", "ODD_EVEN", "STREET"][i % 5]
         return {"properties": {field: [{"exists": True}]}, "geometry": {"type": [["Polygon", "MultiPolygon"][i % 2]]}}
@@ -158,7 +165,7 @@ def rule(kind, i, r, used):
 
 
 KINDS = ["exact", "prefix", "suffix", "equals-ignore-case", "numeric", "numeric-coords",
-         "anything-but", "wildcard", "exists"]
+         "anything-but", "anything-but-exact", "wildcard", "exists"]
 
 
 def gen_rules(a):

@@ -7,7 +7,10 @@
  * Structure
  *  - Fields: one `field` per dotted path some condition names, hung on the
  *    scanner's path node (scan_node.leaf). The scanner (scan.c) reports only
- *    leaves at such nodes and skips every other subtree.
+ *    leaves at such nodes and skips every other subtree. Leaves are recorded
+ *    during the scan (with the hashes of their probes computed and the table
+ *    slots prefetched, so the cache misses overlap the rest of the scan) and
+ *    processed right after it, in document order.
  *  - Value indexes, shared by all rules, per field:
  *      exact strings, numbers (ordered 64-bit encoding of the double, so 300,
  *      300.0 and 3e2 are one key), equals-ignore-case (case-folded key),
@@ -16,24 +19,28 @@
  *      length + masked address, probed once per distinct prefix length) all
  *      live in one hash table of `kentry` keyed by (field, kind, bytes);
  *      true / false / null / exists:true are per-field action lists; numeric
- *      ranges are a per-field interval treap (stabbing query, output
- *      sensitive); wildcards are keyed by their literal head (as a prefix)
- *      or tail (as a suffix) and verified, and only "*x*" shapes are tried
- *      one by one; anything-but is a complement: its items are registered
- *      as exclusions, and after a leaf's lookups every anything-but of the
- *      field that was not excluded fires.
+ *      ranges are a per-field 16-ary radix tree over the ordered keys (a
+ *      range is stored where its bounds' digits part; a lookup walks at most
+ *      16 levels and is output sensitive); wildcards are keyed by their
+ *      longer literal end (head as a prefix, tail as a suffix) and verified,
+ *      and only "*x*" shapes are tried one by one; anything-but is a
+ *      complement: its items are registered as exclusions, and after a
+ *      leaf's lookups every anything-but of the field that was not excluded
+ *      fires (or, beside another required condition, is judged after the scan
+ *      for candidates only: see DEFERRED ANYTHING-BUT in conj_build).
  *    Each key carries actions: "condition c of conjunction j holds for this
  *    leaf" (fire) or "anything-but a is excluded for this leaf" (exclude).
  *    So the cost of a leaf is a constant number of probes per distinct
  *    operator shape at its field, plus the actions that really fire: it does
  *    not grow with the number of rules for exact, prefix, suffix,
- *    ignore-case, numeric, cidr and anything-but rules.
+ *    ignore-case, numeric, cidr and anything-but rules (beyond the matches
+ *    themselves: an anything-but alone matches nearly every event).
  *  - Conjunctions: a conjunction of one condition without exists:false is
  *    "simple": a fire is a match. Others keep per-event state (stamped with
  *    the event sequence, so nothing is cleared between events): bits of the
  *    conditions fired, by a leaf under no array ("root") or at all; when the
- *    required conditions (those without exists:false) have all fired the
- *    conjunction is a candidate. Leaves inside arrays also record an
+ *    required conditions (without exists:false, not deferred) have all fired
+ *    the conjunction is a candidate. Leaves inside arrays also record an
  *    occurrence (condition, array context) for the consistency check.
  *    Conjunctions whose conditions all carry exists:false ("absent-only")
  *    are candidates for every event.
@@ -43,23 +50,31 @@
  *    condition sets achievable within one element, combined across arrays,
  *    linear in the occurrences), and those with exists:false (or more than
  *    64 conditions) by the reference's depth-first search in condition
- *    order over the recorded occurrences.
+ *    order over the recorded occurrences, remembering failed states keyed
+ *    by the array choices that can still matter (as eval.c does), so
+ *    independent arrays do not multiply.
  *
  * Add and delete are incremental: a rule records every registration it made
- * (key actions, list actions, tree nodes, anything-but records); deleting
+ * (key actions, list actions, range entries, anything-but records); deleting
  * undoes them and frees whatever becomes empty (keys, fields, path nodes,
- * tables shrink), so memory returns to its previous size. Every allocation
- * is accounted (mem.h); rules_matcher_memory() is exact.
+ * tree nodes; tables shrink), so memory returns to its previous size. Every
+ * allocation is accounted (mem.h); rules_matcher_memory() is exact, and the
+ * per-event scratch is released when the last rule goes.
  *
  * Invariants
  *  1. A kentry exists iff its action list is non-empty; a field exists iff
- *     some condition names its path (field.refs > 0).
+ *     some condition names its path (field.refs > 0); a range-tree slot
+ *     exists iff it holds a child, a cover or a bound entry.
  *  2. field.nkeys[k] is the number of kentries of kind k at the field, and
  *     field.lens[] holds each distinct key length of the prefix-like kinds
  *     with the number of kentries of that length.
- *  3. Per-event state (conj.stamp, rule.stamp, field.ev_stamp, ab.stamp) is
- *     valid only when its stamp equals the current event (or leaf) sequence.
+ *  3. Per-event state (conj.stamp, rule.stamp, field.ev_stamp) is valid only
+ *     when its stamp equals the current event sequence; ab.stamp compares
+ *     with the leaf sequence.
+ *  4. field.ctx_users counts the conditions of non-simple conjunctions at the
+ *     field: only their leaves need array contexts (scan_leaf_ctx).
  */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,7 +89,7 @@
 #define KEY_SEED 0x6b65796b65797365ull
 #define RULE_SEED 0x72756c6572756c65ull
 #define SCRATCH_KEEP (64u << 10) /* per-event buffers above this are released after a match */
-#define DP_MAX_FAMILY 256         /* beyond this many condition sets, fall back to search */
+#define DP_MAX_FAMILY 256        /* beyond this many condition sets, fall back to search */
 
 enum key_kind {
     K_STR,
@@ -130,43 +145,77 @@ typedef struct lenset {
     uint32_t n, cap;
 } lenset;
 
-typedef struct rnode {
-    uint64_t lo, hi, max;
-    uint32_t prio;
-    struct rnode *l, *r;
+/*
+ * Numeric ranges: a 16-ary radix tree over the ordered 64-bit keys, 4 bits a level. A range
+ * [lo, hi] (lo < hi) is stored at the node where the digits of lo and hi first differ
+ * (dl < dh): the slots strictly between get the action as a "cover" (every key below them is
+ * inside), slot dl gets a lower-bound entry (inside when key >= lo) and slot dh an
+ * upper-bound entry (inside when key <= hi). A lookup walks the key's digits down (at most 16
+ * nodes) and fires, in each slot on the way, every cover, the lower-bound entries in
+ * ascending order while bound <= key and the upper-bound entries in descending order while
+ * bound >= key: output-sensitive, whatever the number of ranges.
+ */
+typedef struct bentry {
+    uint64_t bound;
     act a;
+} bentry;
+
+typedef struct blist {
+    bentry *v;
+    uint32_t n, cap;
+} blist;
+
+struct rnode;
+typedef struct rslot {
+    struct rnode *child;
+    actlist cover;
+    blist lo; /* ascending bound */
+    blist hi; /* descending bound */
+} rslot;
+
+typedef struct rnode {
+    uint32_t mask; /* digits with a slot */
+    uint32_t cap;
+    rslot *slots; /* ascending digit: slot of digit d at popcount(mask & ((1 << d) - 1)) */
 } rnode;
+
+typedef struct rrange {
+    uint64_t lo, hi;
+} rrange;
 
 typedef struct ab {
     struct conj *conj;
     uint32_t cond;
-    uint32_t pos; /* index in field.abs */
-    uint64_t stamp;
+    uint32_t pos;      /* index in field.abs (eager ones only) */
+    uint64_t stamp;    /* eager: the leaf sequence an item excluded */
+    uint32_t deferred; /* see DEFERRED ANYTHING-BUT in conj_build; exclusions go to matcher.abx */
 } ab;
 
 typedef struct field {
     scan_node *node;
     uint32_t refs;
     uint32_t absent_refs; /* conditions with exists:false: record this field's leaves */
+    uint32_t ctx_users;   /* conditions that need the array context of this field's leaves */
+    uint32_t dab_refs;    /* deferred anything-but conditions: record every leaf */
     uint32_t nkeys[K__N];
     uint32_t ic_keys; /* keys of the folded kinds */
     lenset lens[N_LENSETS];
     actlist exists, is_true, is_false, is_null, wild_any;
-    rnode *ranges;
-    uint32_t nranges;
+    rnode *ranges; /* NULL: no numeric range at this field */
     ab **abs;
     uint32_t nab, cap_ab;
     /* per event */
     uint64_t ev_stamp;
     uint32_t ev_root;  /* a leaf under no array */
     uint32_t ev_head;  /* leaves in arrays: index + 1 into matcher.lrec */
+    uint32_t ev_dhead; /* every leaf (deferred anything-but): index + 1 into matcher.dleaf */
 } field;
 
 enum reg_type { REG_NONE, REG_KEY, REG_LIST, REG_RANGE, REG_AB };
 
 typedef struct reg {
     uint8_t type;
-    void *p; /* kentry *, actlist *, rnode *, ab * */
+    void *p; /* kentry *, actlist *, rrange *, ab * */
     act a;
 } reg;
 
@@ -175,6 +224,7 @@ typedef struct mcond {
     reg *regs;
     uint32_t nregs, cap_regs;
     uint32_t has_absent;
+    uint32_t deferred; /* only anything-but alts, judged after the scan (see ab_resolve) */
 } mcond;
 
 #define CJ_CANDIDATE 1u
@@ -184,7 +234,7 @@ typedef struct mcond {
 typedef struct conj {
     uint64_t stamp;
     uint32_t nfired;
-    uint32_t nreq; /* conditions without exists:false */
+    uint32_t nreq;  /* conditions without exists:false */
     uint32_t words; /* 64-bit words per condition bitset */
     uint32_t simple;
     uint32_t flags;
@@ -193,8 +243,10 @@ typedef struct conj {
     mcond *conds;
     uint32_t nconds;
     uint32_t nabsent;
-    uint32_t alist_pos; /* index in matcher.absent_only when nreq == 0 */
-    uint64_t bits[];    /* fired[words], root[words], required[words] (constant) */
+    uint32_t ndeferred;   /* deferred anything-but conditions */
+    uint32_t alist_pos;   /* index in matcher.absent_only when nreq == 0 */
+    uint32_t ctx_counted; /* its fields' ctx_users count it */
+    uint64_t bits[];      /* fired[words], root[words], required[words] (constant) */
 } conj;
 
 typedef struct rule {
@@ -208,8 +260,28 @@ typedef struct rule {
 struct occ {
     uint32_t ctx, cond, next;
 };
+/* A leaf seen by the scanner, processed once the scan is over: its exact-string probe was
+ * prefetched meanwhile, so the table's cache miss overlaps the rest of the scan. */
+struct leafrec {
+    struct field *f;
+    const char *s; /* into the event text */
+    size_t len;
+    uint32_t hoff; /* probe hashes in matcher.ph, when has_h */
+    uint32_t foff; /* case-folded copy in matcher.fold, when has_h and the field folds */
+    uint32_t ctx;
+    uint8_t type, escaped, in_array, has_h;
+};
 struct lrec {
     uint32_t ctx, next;
+};
+struct dleaf {
+    uint64_t vseq;
+    uint32_t ctx, next;
+    uint32_t in_array;
+};
+struct abx {
+    uint64_t vseq;
+    const struct ab *b;
 };
 struct slot {
     uint64_t h;
@@ -243,13 +315,17 @@ struct rules_matcher {
     size_t nrules;
     conj **absent_only;
     uint32_t nabsent_only, cap_absent_only;
-    uint64_t rng;
     /* per event */
-    uint64_t eseq; /* event sequence */
-    uint64_t vseq; /* leaf sequence (anything-but exclusion stamps) */
-    uint32_t cur_ctx;
-    int cur_ctx_known;
-    scan *cur_scan;
+    uint64_t eseq;    /* event sequence */
+    uint64_t vseq;    /* leaf sequence (anything-but exclusion stamps) */
+    uint32_t cur_ctx; /* array context of the leaf being processed */
+    int cur_in_array;
+    struct leafrec *lv; /* the event's leaves at named fields, processed after the scan */
+    uint32_t nlv, cap_lv;
+    uint64_t *ph; /* probe hashes computed (and prefetched) while scanning */
+    uint32_t nph, cap_ph;
+    char *fold; /* case-folded copies of this event's string leaves */
+    uint32_t nfold, cap_fold;
     int oom;
     uint64_t *out;
     uint32_t nout, cap_out;
@@ -259,9 +335,13 @@ struct rules_matcher {
     uint32_t nocc, cap_occ;
     struct lrec *lrec;
     uint32_t nlrec, cap_lrec;
+    struct dleaf *dleaf; /* leaves of fields with deferred anything-but conditions */
+    uint32_t ndleaf, cap_dleaf;
+    struct abx *abx; /* leaves excluded by deferred anything-but alts */
+    uint32_t nabx, cap_abx;
     char *sbuf; /* decoded string */
     size_t cap_sbuf;
-    char *fbuf; /* case-folded string */
+    char *fbuf; /* case-folded decoded string */
     size_t cap_fbuf;
     /* resolution scratch */
     struct dpmark *dp_mark; /* per context: its dp slot, valid when gen == dp_stamp */
@@ -275,10 +355,16 @@ struct rules_matcher {
     uint32_t ndp_fam, cap_dp_fam;
     uint32_t *bt_opt; /* search: per condition option contexts */
     uint32_t nbt_opt, cap_bt_opt;
-    uint32_t *bt_start; /* per condition: first option, count */
+    uint32_t *bt_start; /* per condition: first option, count, common outermost array */
     uint32_t cap_bt_start;
     uint32_t *bt_chosen;
     uint32_t cap_bt_chosen;
+    uint64_t *bt_rel;
+    uint32_t cap_bt_rel;
+    uint32_t *memo_arena; /* failed search states */
+    uint32_t nmemo_arena, cap_memo_arena;
+    uint32_t *memo_tab;
+    uint32_t memo_mask, nmemo;
 };
 
 /* ------------------------------------------------------------ small helpers */
@@ -305,14 +391,6 @@ static void free_arr(rules_matcher *m, void **p, uint32_t *cap, size_t elem)
     mem_free(&m->acct, *p, (size_t)*cap * elem);
     *p = NULL;
     *cap = 0;
-}
-
-static uint64_t rng_next(rules_matcher *m)
-{
-    m->rng ^= m->rng << 13;
-    m->rng ^= m->rng >> 7;
-    m->rng ^= m->rng << 17;
-    return m->rng;
 }
 
 /* Order-preserving 64-bit key of a double: equal numbers (300, 3e2, -0/0) get one key. */
@@ -379,6 +457,28 @@ static double parse_number(const char *s, size_t len)
     }
     if (mant == 0)
         return neg ? -0.0 : 0.0;
+#if defined(__x86_64__) && LDBL_MANT_DIG == 64
+    /*
+     * 17 to 19 digits (coordinates): one x87 operation on exact operands (the mantissa and
+     * 10^k, k <= 27, are exact in 64 bits) is correctly rounded to 64 bits; rounding that to
+     * 53 bits again is the correct double unless the 64-bit result sits exactly on a midpoint
+     * between two doubles (its low 11 bits are 0x400): then ask strtod.
+     */
+    if (e10 >= -27 && e10 <= 27) {
+        static const long double P10L[] = {1e0L,  1e1L,  1e2L,  1e3L,  1e4L,  1e5L,  1e6L,
+                                           1e7L,  1e8L,  1e9L,  1e10L, 1e11L, 1e12L, 1e13L,
+                                           1e14L, 1e15L, 1e16L, 1e17L, 1e18L, 1e19L, 1e20L,
+                                           1e21L, 1e22L, 1e23L, 1e24L, 1e25L, 1e26L, 1e27L};
+        long double x = (long double)mant;
+        x = e10 < 0 ? x / P10L[-e10] : x * P10L[e10];
+        uint64_t bits;
+        memcpy(&bits, &x, 8); /* the explicit 64-bit significand */
+        if ((bits & 0x7ff) != 0x400) {
+            double d = (double)x;
+            return neg ? -d : d;
+        }
+    }
+#endif
 slow:;
     char small[64];
     char *buf = len < sizeof(small) ? small : malloc(len + 1);
@@ -633,78 +733,165 @@ static void key_remove(rules_matcher *m, kentry *e, const act *a)
     mem_free(&m->acct, e, sizeof(*e) + e->len);
 }
 
-/* ------------------------------------------------------------ range treap */
+/* -------------------------------------------------------- range radix tree */
 
-static inline void rnode_update(rnode *n)
+static inline uint32_t digit_at(uint64_t key, uint32_t depth)
 {
-    uint64_t mx = n->hi;
-    if (n->l != NULL && n->l->max > mx)
-        mx = n->l->max;
-    if (n->r != NULL && n->r->max > mx)
-        mx = n->r->max;
-    n->max = mx;
+    return (uint32_t)(key >> (60 - 4 * depth)) & 15u;
 }
 
-static inline int rnode_less(const rnode *a, const rnode *b)
+static inline uint32_t pop16(uint32_t x)
 {
-    return a->lo < b->lo || (a->lo == b->lo && (uintptr_t)a < (uintptr_t)b);
+    x = x - ((x >> 1) & 0x5555u);
+    x = (x & 0x3333u) + ((x >> 2) & 0x3333u);
+    x = (x + (x >> 4)) & 0x0f0fu;
+    return (x + (x >> 8)) & 0x1fu;
 }
 
-static rnode *treap_insert(rnode *root, rnode *n)
+static inline rslot *rnode_slot(const rnode *n, uint32_t d)
 {
-    if (root == NULL)
-        return n;
-    if (rnode_less(n, root)) {
-        root->l = treap_insert(root->l, n);
-        if (root->l->prio > root->prio) {
-            rnode *l = root->l;
-            root->l = l->r;
-            rnode_update(root);
-            l->r = root;
-            root = l;
-        }
-    } else {
-        root->r = treap_insert(root->r, n);
-        if (root->r->prio > root->prio) {
-            rnode *r = root->r;
-            root->r = r->l;
-            rnode_update(root);
-            r->l = root;
-            root = r;
-        }
-    }
-    rnode_update(root);
-    return root;
-}
-
-static rnode *treap_merge(rnode *a, rnode *b)
-{
-    if (a == NULL)
-        return b;
-    if (b == NULL)
-        return a;
-    if (a->prio > b->prio) {
-        a->r = treap_merge(a->r, b);
-        rnode_update(a);
-        return a;
-    }
-    b->l = treap_merge(a, b->l);
-    rnode_update(b);
-    return b;
-}
-
-static rnode *treap_remove(rnode *root, const rnode *n)
-{
-    if (root == NULL)
+    if (!(n->mask & (1u << d)))
         return NULL;
-    if (root == n)
-        return treap_merge(root->l, root->r);
-    if (rnode_less(n, root))
-        root->l = treap_remove(root->l, n);
-    else
-        root->r = treap_remove(root->r, n);
-    rnode_update(root);
-    return root;
+    return &n->slots[pop16(n->mask & ((1u << d) - 1))];
+}
+
+static rslot *rnode_slot_get(rules_matcher *m, rnode *n, uint32_t d)
+{
+    rslot *sl = rnode_slot(n, d);
+    if (sl != NULL)
+        return sl;
+    uint32_t cnt = pop16(n->mask);
+    if (grow_arr(m, (void **)&n->slots, &n->cap, sizeof(rslot), (size_t)cnt + 1) != 0)
+        return NULL;
+    uint32_t at = pop16(n->mask & ((1u << d) - 1));
+    memmove(&n->slots[at + 1], &n->slots[at], (cnt - at) * sizeof(rslot));
+    memset(&n->slots[at], 0, sizeof(rslot));
+    n->mask |= 1u << d;
+    return &n->slots[at];
+}
+
+/* Removes slot d of n when nothing is left in it; frees the node's array when empty. */
+static void rnode_slot_prune(rules_matcher *m, rnode *n, uint32_t d)
+{
+    rslot *sl = rnode_slot(n, d);
+    if (sl == NULL || sl->child != NULL || sl->cover.n || sl->lo.n || sl->hi.n)
+        return;
+    uint32_t cnt = pop16(n->mask);
+    uint32_t at = (uint32_t)(sl - n->slots);
+    memmove(&n->slots[at], &n->slots[at + 1], (cnt - at - 1) * sizeof(rslot));
+    n->mask &= ~(1u << d);
+    if (n->mask == 0)
+        free_arr(m, (void **)&n->slots, &n->cap, sizeof(rslot));
+}
+
+static int blist_add(rules_matcher *m, blist *l, uint64_t bound, const act *a, int ascending)
+{
+    if (grow_arr(m, (void **)&l->v, &l->cap, sizeof(bentry), (size_t)l->n + 1) != 0)
+        return EVBUS_ENOMEM;
+    uint32_t i = l->n;
+    while (i > 0 && (ascending ? l->v[i - 1].bound > bound : l->v[i - 1].bound < bound)) {
+        l->v[i] = l->v[i - 1];
+        i--;
+    }
+    l->v[i].bound = bound;
+    l->v[i].a = *a;
+    l->n++;
+    return 0;
+}
+
+static void blist_remove(rules_matcher *m, blist *l, uint64_t bound, const act *a)
+{
+    for (uint32_t i = 0; i < l->n; i++) {
+        const bentry *e = &l->v[i];
+        if (e->bound == bound && e->a.obj == a->obj && e->a.cond == a->cond) {
+            memmove(&l->v[i], &l->v[i + 1], (l->n - i - 1) * sizeof(bentry));
+            l->n--;
+            break;
+        }
+    }
+    if (l->n == 0)
+        free_arr(m, (void **)&l->v, &l->cap, sizeof(bentry));
+}
+
+/* Undoes range_add for [lo, hi] up to (not including) the step that failed, if any. */
+static void range_remove(rules_matcher *m, field *f, uint64_t lo, uint64_t hi, const act *a)
+{
+    rnode *path[17];
+    uint32_t digits[17];
+    uint32_t depth = 0;
+    rnode *n = f->ranges;
+    while (n != NULL && digit_at(lo, depth) == digit_at(hi, depth)) {
+        rslot *sl = rnode_slot(n, digit_at(lo, depth));
+        if (sl == NULL)
+            break;
+        path[depth] = n;
+        digits[depth] = digit_at(lo, depth);
+        n = sl->child;
+        depth++;
+    }
+    if (n != NULL && digit_at(lo, depth) != digit_at(hi, depth)) {
+        uint32_t dl = digit_at(lo, depth), dh = digit_at(hi, depth);
+        rslot *sl;
+        for (uint32_t d = dl + 1; d < dh; d++) {
+            if ((sl = rnode_slot(n, d)) != NULL) {
+                actlist_remove(m, &sl->cover, a);
+                rnode_slot_prune(m, n, d);
+            }
+        }
+        if ((sl = rnode_slot(n, dl)) != NULL) {
+            blist_remove(m, &sl->lo, lo, a);
+            rnode_slot_prune(m, n, dl);
+        }
+        if ((sl = rnode_slot(n, dh)) != NULL) {
+            blist_remove(m, &sl->hi, hi, a);
+            rnode_slot_prune(m, n, dh);
+        }
+    }
+    /* Free emptied nodes bottom-up. */
+    while (n != NULL && n->mask == 0) {
+        mem_free(&m->acct, n, sizeof(*n));
+        if (depth == 0) {
+            f->ranges = NULL;
+            break;
+        }
+        depth--;
+        rslot *sl = rnode_slot(path[depth], digits[depth]);
+        sl->child = NULL;
+        rnode_slot_prune(m, path[depth], digits[depth]);
+        n = path[depth];
+    }
+}
+
+static int range_add(rules_matcher *m, field *f, uint64_t lo, uint64_t hi, const act *a)
+{
+    if (f->ranges == NULL && (f->ranges = mem_calloc(&m->acct, sizeof(rnode))) == NULL)
+        return EVBUS_ENOMEM;
+    rnode *n = f->ranges;
+    uint32_t depth = 0;
+    for (; digit_at(lo, depth) == digit_at(hi, depth); depth++) {
+        rslot *sl = rnode_slot_get(m, n, digit_at(lo, depth));
+        if (sl == NULL)
+            goto fail;
+        if (sl->child == NULL && (sl->child = mem_calloc(&m->acct, sizeof(rnode))) == NULL) {
+            rnode_slot_prune(m, n, digit_at(lo, depth));
+            goto fail;
+        }
+        n = sl->child;
+    }
+    uint32_t dl = digit_at(lo, depth), dh = digit_at(hi, depth);
+    rslot *sl;
+    for (uint32_t d = dl + 1; d < dh; d++)
+        if ((sl = rnode_slot_get(m, n, d)) == NULL || actlist_add(m, &sl->cover, a) != 0)
+            goto fail;
+    if ((sl = rnode_slot_get(m, n, dl)) == NULL || blist_add(m, &sl->lo, lo, a, 1) != 0)
+        goto fail;
+    if ((sl = rnode_slot_get(m, n, dh)) == NULL || blist_add(m, &sl->hi, hi, a, 0) != 0)
+        goto fail;
+    return 0;
+fail:
+    /* Removing what is not there is harmless: undo whatever part was done. */
+    range_remove(m, f, lo, hi, a);
+    return EVBUS_ENOMEM;
 }
 
 /* ------------------------------------------------------------- wildcards */
@@ -811,8 +998,10 @@ static int wild_reg(rules_matcher *m, mcond *c, const rules_wildcard *wc, const 
     a.wc = w;
     const rules_str *first = &wc->segs[0];
     const rules_str *last = &wc->segs[wc->nsegs - 1];
+    /* Keyed by the longer literal end (fewer candidates to verify); only "*x*" shapes, with
+     * no literal end at all, are tried one by one. */
     int rc;
-    if (first->len > 0)
+    if (first->len > 0 && first->len >= last->len)
         rc = key_reg(m, c, K_PREFIX, first->s, first->len, &a);
     else if (last->len > 0)
         rc = key_reg(m, c, K_SUFFIX, last->s, last->len, &a);
@@ -863,18 +1052,18 @@ static int range_reg(rules_matcher *m, mcond *c, const rules_range *rg, const ac
     reg *r;
     if (cond_reg(m, c, &r) != 0)
         return EVBUS_ENOMEM;
-    rnode *n = mem_calloc(&m->acct, sizeof(*n));
-    if (n == NULL)
+    rrange *rr = mem_alloc(&m->acct, sizeof(*rr));
+    if (rr == NULL)
         return EVBUS_ENOMEM;
-    n->lo = lo;
-    n->hi = hi;
-    n->max = hi;
-    n->prio = (uint32_t)rng_next(m);
-    n->a = *a;
-    c->f->ranges = treap_insert(c->f->ranges, n);
-    c->f->nranges++;
+    rr->lo = lo;
+    rr->hi = hi;
+    if (range_add(m, c->f, lo, hi, a) != 0) {
+        mem_free(&m->acct, rr, sizeof(*rr));
+        return EVBUS_ENOMEM;
+    }
     r->type = REG_RANGE;
-    r->p = n;
+    r->p = rr;
+    r->a = *a;
     c->nregs++;
     return 0;
 empty:
@@ -933,19 +1122,26 @@ static int ab_reg(rules_matcher *m, mcond *c, conj *cj, uint32_t ci, const rules
     field *f = c->f;
     reg *r;
     if (cond_reg(m, c, &r) != 0 ||
-        grow_arr(m, (void **)&f->abs, &f->cap_ab, sizeof(ab *), (size_t)f->nab + 1) != 0)
+        (!c->deferred &&
+         grow_arr(m, (void **)&f->abs, &f->cap_ab, sizeof(ab *), (size_t)f->nab + 1) != 0))
         return EVBUS_ENOMEM;
     ab *b = mem_calloc(&m->acct, sizeof(*b));
     if (b == NULL)
         return EVBUS_ENOMEM;
     b->conj = cj;
     b->cond = ci;
-    b->pos = f->nab;
-    f->abs[f->nab++] = b;
+    b->deferred = c->deferred;
+    if (c->deferred) {
+        f->dab_refs++;
+    } else {
+        b->pos = f->nab;
+        f->abs[f->nab++] = b;
+    }
     r->type = REG_AB;
     r->p = b;
     c->nregs++;
-    act a = {.obj = b, .wc = NULL, .cond = 0, .excl = 1};
+    /* For exclusions, `cond` says whether the anything-but is deferred (saves a deref). */
+    act a = {.obj = b, .wc = NULL, .cond = c->deferred, .excl = 1};
     for (size_t i = 0; i < x->ab.nitems; i++) {
         int rc = value_reg(m, c, &x->ab.items[i], &a);
         if (rc != 0)
@@ -962,18 +1158,21 @@ static void reg_undo(rules_matcher *m, mcond *c, reg *r)
     case REG_KEY: key_remove(m, r->p, &r->a); break;
     case REG_LIST: actlist_remove(m, r->p, &r->a); break;
     case REG_RANGE: {
-        rnode *n = r->p;
-        f->ranges = treap_remove(f->ranges, n);
-        f->nranges--;
-        mem_free(&m->acct, n, sizeof(*n));
+        rrange *rr = r->p;
+        range_remove(m, f, rr->lo, rr->hi, &r->a);
+        mem_free(&m->acct, rr, sizeof(*rr));
         break;
     }
     case REG_AB: {
         ab *b = r->p;
-        f->abs[b->pos] = f->abs[--f->nab];
-        f->abs[b->pos]->pos = b->pos;
-        if (f->nab == 0)
-            free_arr(m, (void **)&f->abs, &f->cap_ab, sizeof(ab *));
+        if (b->deferred) {
+            f->dab_refs--;
+        } else {
+            f->abs[b->pos] = f->abs[--f->nab];
+            f->abs[b->pos]->pos = b->pos;
+            if (f->nab == 0)
+                free_arr(m, (void **)&f->abs, &f->cap_ab, sizeof(ab *));
+        }
         mem_free(&m->acct, b, sizeof(*b));
         break;
     }
@@ -1012,6 +1211,8 @@ static void conj_destroy(rules_matcher *m, conj *cj)
         free_arr(m, (void **)&c->regs, &c->cap_regs, sizeof(reg));
         if (c->has_absent)
             c->f->absent_refs--;
+        if (!cj->simple && cj->ctx_counted)
+            c->f->ctx_users--;
         field_put(m, c->f);
     }
     mem_free(&m->acct, cj->conds, cj->nconds * sizeof(mcond));
@@ -1025,6 +1226,14 @@ static void rule_destroy(rules_matcher *m, rule *r)
             conj_destroy(m, r->conjs[i]);
     mem_free(&m->acct, r->conjs, r->nconjs * sizeof(conj *));
     mem_free(&m->acct, r, sizeof(*r));
+}
+
+static int cond_all_ab(const rules_cond *c)
+{
+    for (size_t k = 0; k < c->nalts; k++)
+        if (c->alts[k].kind != RULES_ALT_ANYTHING_BUT)
+            return 0;
+    return c->nalts > 0;
 }
 
 static int conj_build(rules_matcher *m, rule *r, const rules_conj *pc, conj **out)
@@ -1044,6 +1253,18 @@ static int conj_build(rules_matcher *m, rule *r, const rules_conj *pc, conj **ou
     cj->words = words;
     cj->alist_pos = UINT32_MAX;
     *out = cj;
+    /*
+     * DEFERRED ANYTHING-BUT: a condition made only of anything-but alts holds for almost every
+     * leaf, so firing it eagerly for every rule would make each event cost as much as the
+     * number of such rules. When the conjunction has another required condition, the
+     * anything-but condition is instead judged after the scan, for candidates only: its
+     * items still record the leaves they exclude (cheap: only on a hit), and the condition
+     * holds for every leaf of its field they did not exclude.
+     */
+    int other_required = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (!pc->conds[i].has_absent && !cond_all_ab(&pc->conds[i]))
+            other_required = 1;
     for (uint32_t i = 0; i < n; i++) {
         const rules_cond *pcond = &pc->conds[i];
         mcond *c = &cj->conds[i];
@@ -1051,9 +1272,12 @@ static int conj_build(rules_matcher *m, rule *r, const rules_conj *pc, conj **ou
         if (c->f == NULL)
             return EVBUS_ENOMEM;
         c->has_absent = pcond->has_absent != 0;
+        c->deferred = other_required && !c->has_absent && cond_all_ab(pcond);
         if (c->has_absent) {
             c->f->absent_refs++;
             cj->nabsent++;
+        } else if (c->deferred) {
+            cj->ndeferred++;
         } else {
             cj->nreq++;
             cj->bits[2 * words + (i >> 6)] |= 1ull << (i & 63);
@@ -1076,6 +1300,10 @@ static int conj_build(rules_matcher *m, rule *r, const rules_conj *pc, conj **ou
         }
     }
     cj->simple = n == 1 && cj->nabsent == 0;
+    if (!cj->simple)
+        for (uint32_t i = 0; i < n; i++)
+            cj->conds[i].f->ctx_users++;
+    cj->ctx_counted = 1;
     if (cj->nreq == 0) {
         if (grow_arr(m, (void **)&m->absent_only, &m->cap_absent_only, sizeof(conj *),
                      (size_t)m->nabsent_only + 1) != 0)
@@ -1098,7 +1326,6 @@ int rules_matcher_new(rules_matcher **out)
     m->acct = acct;
     scan_paths_init(&m->paths, &m->acct);
     scan_init(&m->scanner, &m->acct);
-    m->rng = 0x2545f4914f6cdd1dull;
     *out = m;
     return 0;
 }
@@ -1111,6 +1338,11 @@ static void scratch_free(rules_matcher *m)
     free_arr(m, (void **)&m->cands, &m->cap_cands, sizeof(conj *));
     free_arr(m, (void **)&m->occ, &m->cap_occ, sizeof(struct occ));
     free_arr(m, (void **)&m->lrec, &m->cap_lrec, sizeof(struct lrec));
+    free_arr(m, (void **)&m->dleaf, &m->cap_dleaf, sizeof(struct dleaf));
+    free_arr(m, (void **)&m->abx, &m->cap_abx, sizeof(struct abx));
+    free_arr(m, (void **)&m->lv, &m->cap_lv, sizeof(struct leafrec));
+    free_arr(m, (void **)&m->ph, &m->cap_ph, sizeof(uint64_t));
+    free_arr(m, (void **)&m->fold, &m->cap_fold, 1);
     mem_free(&m->acct, m->sbuf, m->cap_sbuf);
     m->sbuf = NULL;
     m->cap_sbuf = 0;
@@ -1124,6 +1356,12 @@ static void scratch_free(rules_matcher *m)
     free_arr(m, (void **)&m->bt_opt, &m->cap_bt_opt, sizeof(uint32_t));
     free_arr(m, (void **)&m->bt_start, &m->cap_bt_start, sizeof(uint32_t));
     free_arr(m, (void **)&m->bt_chosen, &m->cap_bt_chosen, sizeof(uint32_t));
+    free_arr(m, (void **)&m->bt_rel, &m->cap_bt_rel, sizeof(uint64_t));
+    free_arr(m, (void **)&m->memo_arena, &m->cap_memo_arena, sizeof(uint32_t));
+    if (m->memo_tab != NULL)
+        mem_free(&m->acct, m->memo_tab, ((size_t)m->memo_mask + 1) * sizeof(uint32_t));
+    m->memo_tab = NULL;
+    m->memo_mask = 0;
 }
 
 void rules_matcher_free(rules_matcher *m)
@@ -1224,16 +1462,8 @@ static inline void emit(rules_matcher *m, rule *r)
     m->out[m->nout++] = r->id;
 }
 
-static inline uint32_t cur_ctx(rules_matcher *m)
+static inline uint32_t cur_ctx(const rules_matcher *m)
 {
-    if (!m->cur_ctx_known) {
-        m->cur_ctx = scan_leaf_ctx(m->cur_scan);
-        if (m->cur_ctx == UINT32_MAX) {
-            m->oom = 1;
-            m->cur_ctx = 0;
-        }
-        m->cur_ctx_known = 1;
-    }
     return m->cur_ctx;
 }
 
@@ -1277,9 +1507,8 @@ static inline void fire(rules_matcher *m, conj *cj, uint32_t ci)
     if (!(*fired & bit)) {
         *fired |= bit;
         if ((cj->bits[2 * w + (ci >> 6)] & bit) && ++cj->nfired == cj->nreq) {
-            if (m->ncands == m->cap_cands &&
-                grow_arr(m, (void **)&m->cands, &m->cap_cands, sizeof(conj *),
-                         (size_t)m->ncands + 1) != 0) {
+            if (m->ncands == m->cap_cands && grow_arr(m, (void **)&m->cands, &m->cap_cands,
+                                                      sizeof(conj *), (size_t)m->ncands + 1) != 0) {
                 m->oom = 1;
             } else {
                 m->cands[m->ncands++] = cj;
@@ -1287,10 +1516,28 @@ static inline void fire(rules_matcher *m, conj *cj, uint32_t ci)
             }
         }
     }
-    if (!scan_in_array(m->cur_scan))
+    if (!m->cur_in_array)
         cj->bits[w + (ci >> 6)] |= bit;
     else
         fire_occ(m, cj, ci);
+}
+
+/* An item of anything-but b matched the current leaf. Deferred ones are only noted in the
+ * event's exclusion list (without touching b: a cache miss per rule saved). */
+static inline void exclude(rules_matcher *m, ab *b, uint32_t deferred)
+{
+    if (!deferred) {
+        b->stamp = m->vseq;
+        return;
+    }
+    if (m->nabx == m->cap_abx &&
+        grow_arr(m, (void **)&m->abx, &m->cap_abx, sizeof(struct abx), (size_t)m->nabx + 1) != 0) {
+        m->oom = 1;
+        return;
+    }
+    struct abx *x = &m->abx[m->nabx++];
+    x->vseq = m->vseq;
+    x->b = b;
 }
 
 static inline void run_acts(rules_matcher *m, const actlist *l, const char *s, size_t n)
@@ -1300,7 +1547,7 @@ static inline void run_acts(rules_matcher *m, const actlist *l, const char *s, s
         if (a->wc != NULL && !rules_wildcard_match(&a->wc->wc, s, n))
             continue;
         if (a->excl)
-            ((ab *)a->obj)->stamp = m->vseq;
+            exclude(m, a->obj, a->cond);
         else
             fire(m, a->obj, a->cond);
     }
@@ -1329,40 +1576,63 @@ static int ensure_buf(rules_matcher *m, char **buf, size_t *cap, size_t need)
     return 0;
 }
 
-static void string_leaf(rules_matcher *m, const field *f, const char *s, size_t n)
+/*
+ * The probes of a string leaf, in one fixed order: exact; each prefix length; each suffix
+ * length; then on the case-folded copy t: equals-ignore-case, prefix and suffix lengths.
+ * With `hs`, the hashes come from there (computed, and their slots prefetched, while the
+ * scan went on); otherwise they are computed here.
+ */
+#define STRING_PROBES(X, f, s, t, n)                                                               \
+    do {                                                                                           \
+        const lenset *ls_;                                                                         \
+        if ((f)->nkeys[K_STR])                                                                     \
+            X(K_STR, (s), (n));                                                                    \
+        ls_ = &(f)->lens[K_PREFIX - K_FIRST_LEN];                                                  \
+        for (uint32_t i_ = 0; i_ < ls_->n && ls_->v[i_].len <= (n); i_++)                          \
+            X(K_PREFIX, (s), ls_->v[i_].len);                                                      \
+        ls_ = &(f)->lens[K_SUFFIX - K_FIRST_LEN];                                                  \
+        for (uint32_t i_ = 0; i_ < ls_->n && ls_->v[i_].len <= (n); i_++)                          \
+            X(K_SUFFIX, (s) + (n)-ls_->v[i_].len, ls_->v[i_].len);                                 \
+        if ((f)->ic_keys > 0) {                                                                    \
+            if ((f)->nkeys[K_EQIC])                                                                \
+                X(K_EQIC, (t), (n));                                                               \
+            ls_ = &(f)->lens[K_PREFIX_IC - K_FIRST_LEN];                                           \
+            for (uint32_t i_ = 0; i_ < ls_->n && ls_->v[i_].len <= (n); i_++)                      \
+                X(K_PREFIX_IC, (t), ls_->v[i_].len);                                               \
+            ls_ = &(f)->lens[K_SUFFIX_IC - K_FIRST_LEN];                                           \
+            for (uint32_t i_ = 0; i_ < ls_->n && ls_->v[i_].len <= (n); i_++)                      \
+                X(K_SUFFIX_IC, (t) + (n)-ls_->v[i_].len, ls_->v[i_].len);                          \
+        }                                                                                          \
+    } while (0)
+
+static void string_leaf(rules_matcher *m, const field *f, const char *s, size_t n, const char *t,
+                        const uint64_t *hs)
 {
-    if (f->nkeys[K_STR])
-        probe(m, f, K_STR, s, n, s, n);
-    const lenset *ls = &f->lens[K_PREFIX - K_FIRST_LEN];
-    for (uint32_t i = 0; i < ls->n && ls->v[i].len <= n; i++)
-        probe(m, f, K_PREFIX, s, ls->v[i].len, s, n);
-    ls = &f->lens[K_SUFFIX - K_FIRST_LEN];
-    for (uint32_t i = 0; i < ls->n && ls->v[i].len <= n; i++)
-        probe(m, f, K_SUFFIX, s + n - ls->v[i].len, ls->v[i].len, s, n);
-    if (f->wild_any.n > 0)
-        run_acts(m, &f->wild_any, s, n);
-    if (f->ic_keys > 0) {
+    if (f->ic_keys > 0 && t == NULL) {
         if (ensure_buf(m, &m->fbuf, &m->cap_fbuf, n) != 0) {
             m->oom = 1;
             return;
         }
-        char *t = m->fbuf;
-        rules_casefold(s, n, t);
-        if (f->nkeys[K_EQIC])
-            probe(m, f, K_EQIC, t, n, s, n);
-        ls = &f->lens[K_PREFIX_IC - K_FIRST_LEN];
-        for (uint32_t i = 0; i < ls->n && ls->v[i].len <= n; i++)
-            probe(m, f, K_PREFIX_IC, t, ls->v[i].len, s, n);
-        ls = &f->lens[K_SUFFIX_IC - K_FIRST_LEN];
-        for (uint32_t i = 0; i < ls->n && ls->v[i].len <= n; i++)
-            probe(m, f, K_SUFFIX_IC, t + n - ls->v[i].len, ls->v[i].len, s, n);
+        rules_casefold(s, n, m->fbuf);
+        t = m->fbuf;
     }
+#define PROBE_(kind, k, len)                                                                       \
+    do {                                                                                           \
+        uint64_t h_ = hs != NULL ? *hs++ : key_hash(f, (kind), (k), (len));                        \
+        kentry *e_ = key_find(m, f, (kind), (k), (len), h_);                                       \
+        if (e_ != NULL)                                                                            \
+            run_acts(m, &e_->acts, s, n);                                                          \
+    } while (0)
+    STRING_PROBES(PROBE_, f, s, t, n);
+#undef PROBE_
+    if (f->wild_any.n > 0)
+        run_acts(m, &f->wild_any, s, n);
     if (f->nkeys[K_CIDR4] || f->nkeys[K_CIDR6]) {
         uint8_t addr[16], k[17];
         int fam = rules_parse_ip(s, n, addr);
         if (fam != 0) {
             int kind = fam == 4 ? K_CIDR4 : K_CIDR6;
-            ls = &f->lens[kind - K_FIRST_LEN];
+            const lenset *ls = &f->lens[kind - K_FIRST_LEN];
             for (uint32_t i = 0; i < ls->n; i++) {
                 cidr_key(fam, ls->v[i].len, addr, k);
                 probe(m, f, kind, (const char *)k, fam == 4 ? 5 : 17, s, n);
@@ -1373,60 +1643,141 @@ static void string_leaf(rules_matcher *m, const field *f, const char *s, size_t 
 
 static void stab(rules_matcher *m, const rnode *n, uint64_t x)
 {
-    while (n != NULL && n->max >= x) {
-        stab(m, n->l, x);
-        if (n->lo > x)
+    for (uint32_t depth = 0; n != NULL && depth < 16; depth++) {
+        const rslot *sl = rnode_slot(n, digit_at(x, depth));
+        if (sl == NULL)
             return;
-        if (x <= n->hi)
-            fire(m, n->a.obj, n->a.cond);
-        n = n->r;
+        for (uint32_t i = 0; i < sl->cover.n; i++)
+            fire(m, sl->cover.v[i].obj, sl->cover.v[i].cond);
+        for (uint32_t i = 0; i < sl->lo.n && sl->lo.v[i].bound <= x; i++)
+            fire(m, sl->lo.v[i].a.obj, sl->lo.v[i].a.cond);
+        for (uint32_t i = 0; i < sl->hi.n && sl->hi.v[i].bound >= x; i++)
+            fire(m, sl->hi.v[i].a.obj, sl->hi.v[i].a.cond);
+        n = sl->child;
     }
 }
 
+/* Scanner callback: records the leaf (and its array context when a condition will need it)
+ * and prefetches the exact-string probe. */
 static void on_leaf(void *ud, scan *s, const scan_node *node, const scan_value *v)
 {
     rules_matcher *m = ud;
     field *f = node->leaf;
-    m->vseq++;
-    m->cur_ctx_known = 0;
-    (void)s;
-    if (f->absent_refs > 0) {
-        if (f->ev_stamp != m->eseq) {
-            f->ev_stamp = m->eseq;
-            f->ev_root = 0;
-            f->ev_head = 0;
+    if (m->nlv == m->cap_lv &&
+        grow_arr(m, (void **)&m->lv, &m->cap_lv, sizeof(struct leafrec), (size_t)m->nlv + 1) != 0) {
+        m->oom = 1;
+        return;
+    }
+    struct leafrec *r = &m->lv[m->nlv++];
+    r->f = f;
+    r->s = v->s;
+    r->len = v->len;
+    r->type = (uint8_t)v->type;
+    r->escaped = (uint8_t)v->escaped;
+    r->in_array = (uint8_t)scan_in_array(s);
+    r->ctx = 0;
+    r->has_h = 0;
+    if (r->in_array && f->ctx_users > 0) {
+        r->ctx = scan_leaf_ctx(s);
+        if (r->ctx == UINT32_MAX) {
+            m->oom = 1;
+            r->ctx = 0;
         }
-        if (!scan_in_array(m->cur_scan)) {
+    }
+    if (v->type == SCAN_STRING && !v->escaped && m->keys.s != NULL) {
+        /* Compute the probes' hashes now and prefetch their slots: the cache misses overlap
+         * the rest of the scan instead of stalling the lookups afterwards. */
+        const char *t = NULL;
+        size_t n = v->len;
+        if (f->ic_keys > 0) {
+            /* +1: never leave fold NULL, even for an empty string (NULL + 0 is undefined). */
+            if (m->nfold + n + 1 > m->cap_fold &&
+                grow_arr(m, (void **)&m->fold, &m->cap_fold, 1, (size_t)m->nfold + n + 1) != 0) {
+                m->oom = 1;
+                return;
+            }
+            r->foff = m->nfold;
+            rules_casefold(v->s, n, m->fold + m->nfold);
+            m->nfold += (uint32_t)n;
+            t = m->fold + r->foff;
+        }
+        r->hoff = m->nph;
+#define PLAN_(kind, k, len)                                                                        \
+    do {                                                                                           \
+        if (m->nph == m->cap_ph &&                                                                 \
+            grow_arr(m, (void **)&m->ph, &m->cap_ph, sizeof(uint64_t), (size_t)m->nph + 1) != 0) { \
+            m->oom = 1;                                                                            \
+            return;                                                                                \
+        }                                                                                          \
+        uint64_t h_ = key_hash(f, (kind), (k), (len));                                             \
+        __builtin_prefetch(&m->keys.s[h_ & m->keys.mask]);                                         \
+        m->ph[m->nph++] = h_;                                                                      \
+    } while (0)
+        STRING_PROBES(PLAN_, f, v->s, t, n);
+#undef PLAN_
+        r->has_h = 1;
+    }
+}
+
+static void leaf_process(rules_matcher *m, const struct leafrec *r)
+{
+    field *f = r->f;
+    m->vseq++;
+    m->cur_in_array = r->in_array;
+    m->cur_ctx = r->ctx;
+    if ((f->absent_refs > 0 || f->dab_refs > 0) && f->ev_stamp != m->eseq) {
+        f->ev_stamp = m->eseq;
+        f->ev_root = 0;
+        f->ev_head = 0;
+        f->ev_dhead = 0;
+    }
+    if (f->dab_refs > 0) {
+        if (m->ndleaf == m->cap_dleaf &&
+            grow_arr(m, (void **)&m->dleaf, &m->cap_dleaf, sizeof(struct dleaf),
+                     (size_t)m->ndleaf + 1) != 0) {
+            m->oom = 1;
+        } else {
+            struct dleaf *d = &m->dleaf[m->ndleaf++];
+            d->vseq = m->vseq;
+            d->ctx = r->ctx;
+            d->in_array = r->in_array;
+            d->next = f->ev_dhead;
+            f->ev_dhead = m->ndleaf;
+        }
+    }
+    if (f->absent_refs > 0) {
+        if (!r->in_array) {
             f->ev_root = 1;
-        } else if (grow_arr(m, (void **)&m->lrec, &m->cap_lrec, sizeof(struct lrec),
+        } else if (m->nlrec == m->cap_lrec &&
+                   grow_arr(m, (void **)&m->lrec, &m->cap_lrec, sizeof(struct lrec),
                             (size_t)m->nlrec + 1) != 0) {
             m->oom = 1;
         } else {
             struct lrec *l = &m->lrec[m->nlrec++];
-            l->ctx = cur_ctx(m);
+            l->ctx = r->ctx;
             l->next = f->ev_head;
             f->ev_head = m->nlrec;
         }
     }
-    const char *str = NULL;
-    size_t n = 0;
-    switch (v->type) {
+    switch (r->type) {
     case SCAN_STRING:
-        str = v->s;
-        n = v->len;
-        if (v->escaped) {
-            if (ensure_buf(m, &m->sbuf, &m->cap_sbuf, n) != 0) {
+        if (r->escaped) {
+            if (ensure_buf(m, &m->sbuf, &m->cap_sbuf, r->len) != 0) {
                 m->oom = 1;
                 return;
             }
-            n = scan_unescape(v->s, v->len, m->sbuf);
-            str = m->sbuf;
+            size_t n = scan_unescape(r->s, r->len, m->sbuf);
+            string_leaf(m, f, m->sbuf, n, NULL, NULL);
+        } else if (r->has_h) {
+            string_leaf(m, f, r->s, r->len, f->ic_keys > 0 ? m->fold + r->foff : NULL,
+                        m->ph ? m->ph + r->hoff : NULL);
+        } else {
+            string_leaf(m, f, r->s, r->len, NULL, NULL);
         }
-        string_leaf(m, f, str, n);
         break;
     case SCAN_NUMBER:
         if (f->nkeys[K_NUM] || f->ranges != NULL) {
-            uint64_t k = num_key(parse_number(v->s, v->len));
+            uint64_t k = num_key(parse_number(r->s, r->len));
             if (f->nkeys[K_NUM])
                 probe(m, f, K_NUM, (const char *)&k, 8, NULL, 0);
             stab(m, f->ranges, k);
@@ -1479,7 +1830,121 @@ struct bt {
     uint32_t *chosen;
     uint32_t nchosen;
     uint32_t *later_absent; /* per condition: exists:false conditions after it */
+    const uint64_t *rel;    /* per condition ci: arrays that conditions ci.. can meet */
+    uint32_t rwords;
 };
+
+/*
+ * Failed search states, as the reference remembers them: the outcome of bt_search(ci)
+ * depends only on the (array, index) choices, among the arrays that conditions ci.. can
+ * meet, implied by the contexts chosen so far. A key is [ci, n, array, index, ...] sorted by
+ * array; keys live in memo_arena and are found by hash through memo_tab (offset + 1).
+ */
+static uint32_t memo_key(struct bt *b, uint32_t ci)
+{
+    rules_matcher *m = b->m;
+    const scan *s = &m->scanner;
+    const uint64_t *rel = b->rel + (size_t)ci * b->rwords;
+    uint32_t start = m->nmemo_arena;
+    uint32_t need = 2;
+    for (uint32_t j = 0; j < b->nchosen; j++)
+        need += 2 * s->ctx[b->chosen[j]].depth;
+    if (grow_arr(m, (void **)&m->memo_arena, &m->cap_memo_arena, sizeof(uint32_t),
+                 (size_t)start + need) != 0) {
+        m->oom = 1;
+        return UINT32_MAX;
+    }
+    uint32_t *k = m->memo_arena + start;
+    uint32_t np = 0;
+    uint32_t *pairs = k + 2;
+    for (uint32_t j = 0; j < b->nchosen; j++) {
+        for (uint32_t c = b->chosen[j]; c != 0; c = s->ctx[c].parent) {
+            uint32_t a = s->ctx[c].array;
+            if (!((rel[a >> 6] >> (a & 63)) & 1))
+                continue;
+            /* insertion by array id, without duplicates (one index per array: consistent) */
+            uint32_t i = np;
+            while (i > 0 && pairs[2 * (i - 1)] > a)
+                i--;
+            if (i > 0 && pairs[2 * (i - 1)] == a)
+                continue;
+            memmove(&pairs[2 * i + 2], &pairs[2 * i], (np - i) * 2 * sizeof(uint32_t));
+            pairs[2 * i] = a;
+            pairs[2 * i + 1] = s->ctx[c].index;
+            np++;
+        }
+    }
+    k[0] = ci;
+    k[1] = np;
+    return start;
+}
+
+static uint64_t memo_hash_at(const rules_matcher *m, uint32_t off)
+{
+    const uint32_t *k = m->memo_arena + off;
+    return mem_hash(k, (2 + 2 * (size_t)k[1]) * sizeof(uint32_t), 0x6d656d6fu);
+}
+
+static int memo_same(const rules_matcher *m, uint32_t a, uint32_t b)
+{
+    const uint32_t *x = m->memo_arena + a, *y = m->memo_arena + b;
+    return x[0] == y[0] && x[1] == y[1] && memcmp(x + 2, y + 2, 2 * (size_t)x[1] * 4) == 0;
+}
+
+/* 1 when key `off` (just built at the end of the arena) is a known failure. */
+static int memo_failed(rules_matcher *m, uint32_t off)
+{
+    if (m->memo_tab == NULL)
+        return 0;
+    uint64_t h = memo_hash_at(m, off);
+    for (uint32_t i = (uint32_t)h & m->memo_mask;; i = (i + 1) & m->memo_mask) {
+        uint32_t slot = m->memo_tab[i];
+        if (slot == 0)
+            return 0;
+        if (memo_same(m, slot - 1, off))
+            return 1;
+    }
+}
+
+static void memo_insert(rules_matcher *m, uint32_t off)
+{
+    if (m->memo_tab == NULL || (m->nmemo + 1) * 2 > m->memo_mask + 1) {
+        uint32_t cap = m->memo_tab == NULL ? 64 : (m->memo_mask + 1) * 2;
+        uint32_t *t = mem_calloc(&m->acct, (size_t)cap * sizeof(uint32_t));
+        if (t == NULL) {
+            m->oom = 1;
+            return;
+        }
+        for (uint32_t i = 0; m->memo_tab != NULL && i <= m->memo_mask; i++) {
+            uint32_t slot = m->memo_tab[i];
+            if (slot == 0)
+                continue;
+            uint32_t j = (uint32_t)memo_hash_at(m, slot - 1) & (cap - 1);
+            while (t[j] != 0)
+                j = (j + 1) & (cap - 1);
+            t[j] = slot;
+        }
+        if (m->memo_tab != NULL)
+            mem_free(&m->acct, m->memo_tab, ((size_t)m->memo_mask + 1) * sizeof(uint32_t));
+        m->memo_tab = t;
+        m->memo_mask = cap - 1;
+    }
+    uint32_t i = (uint32_t)memo_hash_at(m, off) & m->memo_mask;
+    while (m->memo_tab[i] != 0)
+        i = (i + 1) & m->memo_mask;
+    m->memo_tab[i] = off + 1;
+    m->nmemo++;
+    const uint32_t *k = m->memo_arena + off;
+    m->nmemo_arena = off + 2 + 2 * k[1]; /* keep the key */
+}
+
+/* The outermost array context of context c (c != 0). */
+static inline uint32_t outer_ctx(const scan *s, uint32_t c)
+{
+    while (s->ctx[c].parent != 0)
+        c = s->ctx[c].parent;
+    return c;
+}
 
 static int bt_search(struct bt *b, uint32_t ci)
 {
@@ -1488,6 +1953,11 @@ static int bt_search(struct bt *b, uint32_t ci)
         return 1;
     rules_matcher *m = b->m;
     const mcond *c = &cj->conds[ci];
+    uint32_t key = memo_key(b, ci);
+    if (key == UINT32_MAX)
+        return 0;
+    if (memo_failed(m, key))
+        return 0;
     if (c->has_absent && absent_holds(m, c->f, b->chosen, b->nchosen) && bt_search(b, ci + 1))
         return 1;
     if (b->root != NULL && bit_get(b->root, ci)) {
@@ -1496,11 +1966,35 @@ static int bt_search(struct bt *b, uint32_t ci)
         if (bt_search(b, ci + 1))
             return 1;
         if (b->later_absent[ci] == 0)
-            return 0;
+            goto failed;
     }
-    uint32_t start = m->bt_start[2 * ci], count = m->bt_start[2 * ci + 1];
+    uint32_t start = m->bt_start[3 * ci], count = m->bt_start[3 * ci + 1];
+    uint32_t outer = m->bt_start[3 * ci + 2];
     const scan *s = &m->scanner;
-    for (uint32_t k = 0; k < count; k++) {
+    uint32_t first = 0, last = count;
+    if (outer != 0) {
+        /* A chosen leaf under element j of that array admits only options of element j. */
+        for (uint32_t j = 0; j < b->nchosen; j++) {
+            uint32_t oc = outer_ctx(s, b->chosen[j]);
+            if (s->ctx[oc].array != outer)
+                continue;
+            uint32_t want = s->ctx[oc].index;
+            uint32_t lo = 0, hi = count;
+            while (lo < hi) {
+                uint32_t mid = lo + (hi - lo) / 2;
+                if (s->ctx[outer_ctx(s, m->bt_opt[start + mid])].index < want)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            first = lo;
+            last = lo;
+            while (last < count && s->ctx[outer_ctx(s, m->bt_opt[start + last])].index == want)
+                last++;
+            break;
+        }
+    }
+    for (uint32_t k = first; k < last; k++) {
         uint32_t ctx = m->bt_opt[start + k];
         int ok = 1;
         for (uint32_t j = 0; j < b->nchosen && ok; j++)
@@ -1513,6 +2007,11 @@ static int bt_search(struct bt *b, uint32_t ci)
         if (found)
             return 1;
     }
+failed:
+    /* The arena may have grown past this key (deeper calls): rebuild it at the end. */
+    key = memo_key(b, ci);
+    if (key != UINT32_MAX)
+        memo_insert(m, key);
     return 0;
 }
 
@@ -1526,7 +2025,7 @@ static int cmp_u32(const void *a, const void *b)
 static int conj_search(rules_matcher *m, const conj *cj, int fresh)
 {
     uint32_t n = cj->nconds;
-    if (grow_arr(m, (void **)&m->bt_start, &m->cap_bt_start, sizeof(uint32_t), 2 * (size_t)n) !=
+    if (grow_arr(m, (void **)&m->bt_start, &m->cap_bt_start, sizeof(uint32_t), 3 * (size_t)n) !=
             0 ||
         grow_arr(m, (void **)&m->bt_chosen, &m->cap_bt_chosen, sizeof(uint32_t), 2 * (size_t)n) !=
             0) {
@@ -1534,47 +2033,87 @@ static int conj_search(rules_matcher *m, const conj *cj, int fresh)
         return 0;
     }
     /* Count occurrences per condition, then place them (a counting sort by condition). */
-    memset(m->bt_start, 0, 2 * (size_t)n * sizeof(uint32_t));
+    memset(m->bt_start, 0, 3 * (size_t)n * sizeof(uint32_t));
     uint32_t total = 0;
     if (fresh)
         for (uint32_t o = cj->occ_head; o != 0; o = m->occ[o - 1].next, total++)
-            m->bt_start[2 * m->occ[o - 1].cond + 1]++;
+            m->bt_start[3 * m->occ[o - 1].cond + 1]++;
     if (grow_arr(m, (void **)&m->bt_opt, &m->cap_bt_opt, sizeof(uint32_t), (size_t)total + 1) !=
         0) {
         m->oom = 1;
         return 0;
     }
     for (uint32_t i = 0, at = 0; i < n; i++) {
-        m->bt_start[2 * i] = at;
-        at += m->bt_start[2 * i + 1];
-        m->bt_start[2 * i + 1] = 0;
+        m->bt_start[3 * i] = at;
+        at += m->bt_start[3 * i + 1];
+        m->bt_start[3 * i + 1] = 0;
     }
     if (fresh)
         for (uint32_t o = cj->occ_head; o != 0; o = m->occ[o - 1].next) {
             const struct occ *x = &m->occ[o - 1];
-            m->bt_opt[m->bt_start[2 * x->cond] + m->bt_start[2 * x->cond + 1]++] = x->ctx;
+            m->bt_opt[m->bt_start[3 * x->cond] + m->bt_start[3 * x->cond + 1]++] = x->ctx;
         }
     /* Document order, duplicates (several leaves of one element) removed. */
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t *v = m->bt_opt + m->bt_start[2 * i];
-        uint32_t c = m->bt_start[2 * i + 1], k = 0;
+        uint32_t *v = m->bt_opt + m->bt_start[3 * i];
+        uint32_t c = m->bt_start[3 * i + 1], k = 0;
         qsort(v, c, sizeof(uint32_t), cmp_u32);
         for (uint32_t j = 0; j < c; j++)
             if (k == 0 || v[k - 1] != v[j])
                 v[k++] = v[j];
-        m->bt_start[2 * i + 1] = k;
+        m->bt_start[3 * i + 1] = k;
+        /* When every option lies in one outermost array, they are grouped by its element
+         * (context ids follow document order): bt_search can jump to one element. */
+        uint32_t outer = 0;
+        for (uint32_t j = 0; j < k; j++) {
+            uint32_t a = v[j] == 0 ? 0 : m->scanner.ctx[outer_ctx(&m->scanner, v[j])].array;
+            if (j == 0)
+                outer = a;
+            else if (a != outer)
+                outer = 0;
+        }
+        m->bt_start[3 * i + 2] = outer;
     }
     uint32_t *later = m->bt_chosen + n;
     for (uint32_t i = n, acc = 0; i-- > 0;) {
         later[i] = acc;
         acc += cj->conds[i].has_absent;
     }
+    /* rel[ci]: arrays on the chains of the options and absent-check leaves of conditions ci.. */
+    const scan *s = &m->scanner;
+    uint32_t rwords = (s->next_array + 1 + 63) / 64;
+    size_t nrel = ((size_t)n + 1) * rwords;
+    if (nrel > UINT32_MAX / 2 ||
+        grow_arr(m, (void **)&m->bt_rel, &m->cap_bt_rel, sizeof(uint64_t), nrel) != 0) {
+        m->oom = 1;
+        return 0;
+    }
+    memset(m->bt_rel, 0, nrel * sizeof(uint64_t));
+    for (uint32_t i = n; i-- > 0;) {
+        uint64_t *r = m->bt_rel + (size_t)i * rwords;
+        memcpy(r, r + rwords, rwords * sizeof(uint64_t));
+        uint32_t start = m->bt_start[3 * i], count = m->bt_start[3 * i + 1];
+        for (uint32_t k = 0; k < count; k++)
+            for (uint32_t c = m->bt_opt[start + k]; c != 0; c = s->ctx[c].parent)
+                r[s->ctx[c].array >> 6] |= 1ull << (s->ctx[c].array & 63);
+        const field *f = cj->conds[i].f;
+        if (cj->conds[i].has_absent && f->ev_stamp == m->eseq)
+            for (uint32_t l = f->ev_head; l != 0; l = m->lrec[l - 1].next)
+                for (uint32_t c = m->lrec[l - 1].ctx; c != 0; c = s->ctx[c].parent)
+                    r[s->ctx[c].array >> 6] |= 1ull << (s->ctx[c].array & 63);
+    }
+    m->nmemo_arena = 0;
+    m->nmemo = 0;
+    if (m->memo_tab != NULL)
+        memset(m->memo_tab, 0, ((size_t)m->memo_mask + 1) * sizeof(uint32_t));
     struct bt b = {.m = m,
                    .cj = cj,
                    .root = fresh ? cj->bits + cj->words : NULL,
                    .chosen = m->bt_chosen,
                    .nchosen = 0,
-                   .later_absent = later};
+                   .later_absent = later,
+                   .rel = m->bt_rel,
+                   .rwords = rwords};
     return bt_search(&b, 0);
 }
 
@@ -1768,11 +2307,58 @@ static int conj_dp(rules_matcher *m, const conj *cj)
     return 0;
 }
 
-static int conj_eval(rules_matcher *m, const conj *cj)
+/* 1 when leaf `vseq` is excluded by deferred anything-but b (the event's list is short:
+ * one entry per item that matched a leaf). */
+static int ab_excludes(const rules_matcher *m, const ab *b, uint64_t vseq)
+{
+    for (uint32_t x = 0; x < m->nabx; x++)
+        if (m->abx[x].b == b && m->abx[x].vseq == vseq)
+            return 1;
+    return 0;
+}
+
+/*
+ * Judges the deferred anything-but conditions of a candidate: every leaf of the field that one
+ * of the condition's anything-but alts does not exclude satisfies it, recorded as an eager
+ * fire would have (root bit, or an occurrence in its array context). Returns 0 when such a
+ * condition has no leaf at all: the conjunction fails.
+ */
+static int ab_resolve(rules_matcher *m, conj *cj)
+{
+    for (uint32_t i = 0; i < cj->nconds; i++) {
+        const mcond *c = &cj->conds[i];
+        if (!c->deferred)
+            continue;
+        const field *f = c->f;
+        int any = 0;
+        if (f->ev_stamp == m->eseq) {
+            for (uint32_t d = f->ev_dhead; d != 0; d = m->dleaf[d - 1].next) {
+                const struct dleaf *l = &m->dleaf[d - 1];
+                int ok = 0;
+                for (uint32_t k = 0; k < c->nregs && !ok; k++)
+                    if (c->regs[k].type == REG_AB && !ab_excludes(m, c->regs[k].p, l->vseq))
+                        ok = 1;
+                if (!ok)
+                    continue;
+                any = 1;
+                m->cur_in_array = (int)l->in_array;
+                m->cur_ctx = l->ctx;
+                fire(m, cj, i);
+            }
+        }
+        if (!any)
+            return 0;
+    }
+    return 1;
+}
+
+static int conj_eval(rules_matcher *m, conj *cj)
 {
     int fresh = cj->stamp == m->eseq;
     if (fresh && cj->nfired < cj->nreq)
         return 0;
+    if (cj->ndeferred > 0 && (!fresh || !ab_resolve(m, cj)))
+        return 0; /* deferral needs another required condition: a candidate is fresh */
     int arrays = fresh && (cj->flags & CJ_ARRAY);
     if (cj->nabsent == 0) {
         if (!arrays)
@@ -1811,10 +2397,19 @@ static int conj_eval(rules_matcher *m, const conj *cj)
     return conj_search(m, cj, fresh);
 }
 
-/* Sorts the matched ids ascending: insertion sort for a few, LSD radix sort (bytes, skipping
- * the bytes every id shares) for many; tmp has room for n. */
+/* Sorts the matched ids ascending: nothing to do when already sorted (ids often fire in
+ * insertion order), insertion sort for a few, else LSD radix sort over the bytes in which the
+ * ids differ; tmp has room for n. */
 static void sort_ids(uint64_t *v, uint64_t *tmp, uint32_t n)
 {
+    uint64_t diff = 0;
+    int sorted = 1;
+    for (uint32_t i = 1; i < n; i++) {
+        diff |= v[i] ^ v[0];
+        sorted &= v[i - 1] <= v[i];
+    }
+    if (sorted)
+        return;
     if (n <= 32) {
         for (uint32_t i = 1; i < n; i++) {
             uint64_t x = v[i];
@@ -1825,23 +2420,22 @@ static void sort_ids(uint64_t *v, uint64_t *tmp, uint32_t n)
         }
         return;
     }
-    uint32_t hist[8][256];
-    memset(hist, 0, sizeof(hist));
-    for (uint32_t i = 0; i < n; i++)
-        for (int b = 0; b < 8; b++)
-            hist[b][(v[i] >> (8 * b)) & 0xff]++;
     uint64_t *src = v, *dst = tmp;
     for (int b = 0; b < 8; b++) {
-        if (hist[b][(v[0] >> (8 * b)) & 0xff] == n)
+        int shift = 8 * b;
+        if (((diff >> shift) & 0xff) == 0)
             continue; /* every id has the same byte here */
+        uint32_t hist[256] = {0};
+        for (uint32_t i = 0; i < n; i++)
+            hist[(src[i] >> shift) & 0xff]++;
         uint32_t off = 0;
         for (int k = 0; k < 256; k++) {
-            uint32_t c = hist[b][k];
-            hist[b][k] = off;
+            uint32_t c = hist[k];
+            hist[k] = off;
             off += c;
         }
         for (uint32_t i = 0; i < n; i++)
-            dst[hist[b][(src[i] >> (8 * b)) & 0xff]++] = src[i];
+            dst[hist[(src[i] >> shift) & 0xff]++] = src[i];
         uint64_t *t = src;
         src = dst;
         dst = t;
@@ -1850,8 +2444,8 @@ static void sort_ids(uint64_t *v, uint64_t *tmp, uint32_t n)
         memcpy(v, src, n * sizeof(uint64_t));
 }
 
-int rules_matcher_match(rules_matcher *m, const char *event, size_t len, uint64_t *ids,
-                        size_t max, size_t *n, char *err, size_t err_len)
+int rules_matcher_match(rules_matcher *m, const char *event, size_t len, uint64_t *ids, size_t max,
+                        size_t *n, char *err, size_t err_len)
 {
     *n = 0;
     if (err != NULL && err_len > 0)
@@ -1861,10 +2455,16 @@ int rules_matcher_match(rules_matcher *m, const char *event, size_t len, uint64_
     m->ncands = 0;
     m->nocc = 0;
     m->nlrec = 0;
+    m->ndleaf = 0;
+    m->nabx = 0;
     m->oom = 0;
-    m->cur_scan = &m->scanner;
+    m->nlv = 0;
+    m->nph = 0;
+    m->nfold = 0;
     int rc = scan_event(&m->scanner, &m->paths, event, len, on_leaf, m, err, err_len);
     if (rc == 0) {
+        for (uint32_t i = 0; i < m->nlv; i++)
+            leaf_process(m, &m->lv[i]);
         for (uint32_t i = 0; i < m->ncands; i++) {
             conj *cj = m->cands[i];
             if (cj->rule->stamp != m->eseq && conj_eval(m, cj))
@@ -1898,7 +2498,16 @@ int rules_matcher_match(rules_matcher *m, const char *event, size_t len, uint64_
     }
     /* Invalidate per-event stamps of a failed scan too: the next event starts clean. */
     if (m->cap_occ * sizeof(struct occ) > SCRATCH_KEEP || m->cap_sbuf > SCRATCH_KEEP ||
-        m->cap_fbuf > SCRATCH_KEEP || m->cap_lrec * sizeof(struct lrec) > SCRATCH_KEEP) {
+        m->cap_fbuf > SCRATCH_KEEP || m->cap_lrec * sizeof(struct lrec) > SCRATCH_KEEP ||
+        m->cap_lv * sizeof(struct leafrec) > SCRATCH_KEEP || m->cap_fold > SCRATCH_KEEP ||
+        m->cap_ph * sizeof(uint64_t) > SCRATCH_KEEP ||
+        m->cap_dleaf * sizeof(struct dleaf) > SCRATCH_KEEP ||
+        m->cap_abx * sizeof(struct abx) > SCRATCH_KEEP) {
+        free_arr(m, (void **)&m->dleaf, &m->cap_dleaf, sizeof(struct dleaf));
+        free_arr(m, (void **)&m->abx, &m->cap_abx, sizeof(struct abx));
+        free_arr(m, (void **)&m->lv, &m->cap_lv, sizeof(struct leafrec));
+        free_arr(m, (void **)&m->ph, &m->cap_ph, sizeof(uint64_t));
+        free_arr(m, (void **)&m->fold, &m->cap_fold, 1);
         free_arr(m, (void **)&m->occ, &m->cap_occ, sizeof(struct occ));
         free_arr(m, (void **)&m->lrec, &m->cap_lrec, sizeof(struct lrec));
         mem_free(&m->acct, m->sbuf, m->cap_sbuf);

@@ -114,8 +114,7 @@ static inline uint64_t mem_hash(const void *data, size_t n, uint64_t seed)
         a = mem_rd64(p + i - 16);
         b = mem_rd64(p + i - 8);
     }
-    return mem_mix(0xe7037ed1a0b428dbull ^ n,
-                   mem_mix(a ^ 0xe7037ed1a0b428dbull, b ^ seed));
+    return mem_mix(0xe7037ed1a0b428dbull ^ n, mem_mix(a ^ 0xe7037ed1a0b428dbull, b ^ seed));
 }
 
 #endif

@@ -75,8 +75,8 @@ int rules_matcher_delete(rules_matcher *m, uint64_t id);
  * count, which may exceed max). Errors: EVBUS_EINVAL (event is not a JSON
  * object; message in err).
  */
-int rules_matcher_match(rules_matcher *m, const char *event, size_t len, uint64_t *ids,
-                        size_t max, size_t *n, char *err, size_t err_len);
+int rules_matcher_match(rules_matcher *m, const char *event, size_t len, uint64_t *ids, size_t max,
+                        size_t *n, char *err, size_t err_len);
 
 size_t rules_matcher_rule_count(const rules_matcher *m);
 /* Total bytes held by the matcher. */

@@ -28,8 +28,6 @@
 #define PATHS_SEED 0x5ca1ab1e0ddba11ull
 #define EDGE_SEED 0x0dd5eed5ca7ba5e5ull
 
-
-
 #define LINEAR_EDGES 8 /* nodes with more edges get a hash index */
 
 /* ------------------------------------------------------------- path table */
@@ -412,8 +410,7 @@ uint32_t scan_leaf_ctx(scan *s)
         i--;
     if (s->nctx == 0)
         s->nctx = 1; /* id 0 is "no array" */
-    if (grow(s->acct, (void **)&s->ctx, &s->cap_ctx, sizeof(scan_ctx_rec), s->nctx + (n - i)) !=
-        0)
+    if (grow(s->acct, (void **)&s->ctx, &s->cap_ctx, sizeof(scan_ctx_rec), s->nctx + (n - i)) != 0)
         return UINT32_MAX;
     for (; i < n; i++) {
         scan_ctx_rec *r = &s->ctx[s->nctx];
@@ -573,8 +570,7 @@ static size_t escape_len(const char *p, const char *end)
 }
 
 /* The rare and slow parts of a string: escapes, control bytes, UTF-8. */
-__attribute__((noinline)) static const char *str_special(struct walk *w, const char *p,
-                                                         int *esc)
+__attribute__((noinline)) static const char *str_special(struct walk *w, const char *p, int *esc)
 {
     unsigned char c = (unsigned char)*p;
     if (c == '\\') {
@@ -661,8 +657,8 @@ __attribute__((always_inline)) static inline size_t digit_run(const char *p, con
     const char *q = p;
 #if defined(__SSE2__)
     while (end - q >= 16) {
-        __m128i t = _mm_sub_epi8(_mm_loadu_si128((const __m128i *)(const void *)q),
-                                 _mm_set1_epi8('0'));
+        __m128i t =
+            _mm_sub_epi8(_mm_loadu_si128((const __m128i *)(const void *)q), _mm_set1_epi8('0'));
         /* t > 9 (unsigned) <=> max(t, 10) == t: a byte that is not a digit */
         unsigned mask =
             (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(t, _mm_set1_epi8(10)), t));
@@ -741,31 +737,31 @@ __attribute__((always_inline)) static inline const char *num_end(struct walk *w,
             return num_exp(w, start, q, (long)k);
         return q;
     }
-slow:
+slow :
 #endif
-    {
-        long magnitude; /* decimal digits before the point */
-        if (*p == '0') {
-            p++;
-            magnitude = 1;
-        } else {
-            size_t k = digit_run(p, end);
-            if (k == 0)
-                return fail_at(w, p, "invalid number");
-            p += k;
-            magnitude = (long)k;
-        }
-        if (p < end && *p == '.') {
-            p++;
-            size_t k = digit_run(p, end);
-            if (k == 0)
-                return fail_at(w, p, "invalid number");
-            p += k;
-        }
-        if ((p < end && (*p == 'e' || *p == 'E')) || magnitude > 308)
-            return num_exp(w, start, p, magnitude);
-        return p;
+{
+    long magnitude; /* decimal digits before the point */
+    if (*p == '0') {
+        p++;
+        magnitude = 1;
+    } else {
+        size_t k = digit_run(p, end);
+        if (k == 0)
+            return fail_at(w, p, "invalid number");
+        p += k;
+        magnitude = (long)k;
     }
+    if (p < end && *p == '.') {
+        p++;
+        size_t k = digit_run(p, end);
+        if (k == 0)
+            return fail_at(w, p, "invalid number");
+        p += k;
+    }
+    if ((p < end && (*p == 'e' || *p == 'E')) || magnitude > 308)
+        return num_exp(w, start, p, magnitude);
+    return p;
+}
 }
 
 /* true, false or null at p. */
@@ -789,6 +785,151 @@ static const char *lit_end(struct walk *w, const char *p)
     }
     return fail_at(w, p, "invalid literal");
 }
+
+#if defined(__SSE2__)
+/* Character classes of a 64-byte window, one bit per byte. */
+struct cls64 {
+    uint64_t d, z, m, pt, c, o, x;
+};
+
+/* Bits set in x; without -mpopcnt, GCC's builtin is a library call. */
+static inline uint32_t popcount64(uint64_t x)
+{
+    x = x - ((x >> 1) & 0x5555555555555555ull);
+    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+    x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0full;
+    return (uint32_t)((x * 0x0101010101010101ull) >> 56);
+}
+
+static inline uint64_t movemask64(__m128i v, int shift)
+{
+    return (uint64_t)(uint32_t)_mm_movemask_epi8(v) << shift;
+}
+
+static inline void classify16(const char *q, int shift, struct cls64 *k)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)q);
+    __m128i t = _mm_sub_epi8(v, _mm_set1_epi8('0'));
+    k->d |= movemask64(_mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(9)), t), shift);
+    k->z |= movemask64(_mm_cmpeq_epi8(v, _mm_set1_epi8('0')), shift);
+    k->m |= movemask64(_mm_cmpeq_epi8(v, _mm_set1_epi8('-')), shift);
+    k->pt |= movemask64(_mm_cmpeq_epi8(v, _mm_set1_epi8('.')), shift);
+    k->c |= movemask64(_mm_cmpeq_epi8(v, _mm_set1_epi8(',')), shift);
+    k->o |= movemask64(_mm_cmpeq_epi8(v, _mm_set1_epi8('[')), shift);
+    k->x |= movemask64(_mm_cmpeq_epi8(v, _mm_set1_epi8(']')), shift);
+}
+
+/*
+ * The fast path for arrays of numbers (GeoJSON coordinates): p is at a value inside an array,
+ * right after ',' or '['; every level of the bit stack from sp - arr_top up is an array.
+ * Classifies the next 64 bytes (and one of look-ahead) at once and checks, with bit masks,
+ * the grammar of numbers and arrays restricted to the bytes "0-9 - . , [ ]": what may precede
+ * and follow each class, no leading zero, no second '.' in a number. Exponents, strings,
+ * objects, literals and white space are not in that set and end the window. Commits the
+ * bytes up to the last ',' that is followed by a checked byte, with the bracket depth
+ * updated, and returns the position after it; returns NULL to let the byte-wise path go on
+ * (nothing to commit, a grammar error to be reported precisely, or depth bounds).
+ */
+__attribute__((always_inline)) static inline const char *
+window_commit(const struct cls64 *kk, const char *p, uint32_t *sp, uint64_t *kinds, uint32_t *depth)
+{
+    struct cls64 k = *kk;
+    uint64_t set = k.d | k.m | k.pt | k.c | k.o | k.x;
+    char n = p[64];
+    uint64_t n_d = is_digit(n), n_pt = n == '.', n_c = n == ',', n_o = n == '[', n_x = n == ']',
+             n_m = n == '-';
+    int n_in = (int)(n_d | n_pt | n_c | n_o | n_x | n_m);
+    /* Positions whose successor is a byte of the set: only those can be judged. */
+    uint64_t ck;
+    if (~set == 0) {
+        ck = n_in ? ~0ull : ~0ull >> 1;
+    } else {
+        unsigned first = (unsigned)__builtin_ctzll(~set);
+        ck = first <= 1 ? 0 : (1ull << (first - 1)) - 1;
+    }
+    uint64_t cp = k.c << 1 | (p[-1] == ','), op = k.o << 1 | (p[-1] == '['), dp = k.d << 1,
+             mp = k.m << 1, xp = k.x << 1;
+    uint64_t dn = k.d >> 1 | n_d << 63, pn = k.pt >> 1 | n_pt << 63, cn = k.c >> 1 | n_c << 63,
+             xn = k.x >> 1 | n_x << 63, on = k.o >> 1 | n_o << 63, mn = k.m >> 1 | n_m << 63;
+    uint64_t bad = (k.m & ~(cp | op)) | (k.m & ~dn) | (k.pt & ~dp) | (k.pt & ~dn) |
+                   (k.d & ~(dn | pn | cn | xn)) | (k.c & ~(dp | xp)) | (k.c & ~(on | mn | dn)) |
+                   (k.o & ~(op | cp)) | (k.o & ~(on | mn | dn | xn)) | (k.x & ~(dp | xp | op)) |
+                   (k.x & ~(cn | xn)) | (k.z & (cp | op | mp) & dn);
+    /* A digit run that starts after a '.' and ends at another '.': "1.2.3". */
+    uint64_t frac = k.pt << 1 & k.d;
+    bad |= (k.d + frac) & ~k.d & k.pt;
+    if ((bad & ck) != 0)
+        return NULL;
+    uint64_t commas = k.c & ck;
+    if (commas == 0)
+        return NULL;
+    unsigned last = 63u - (unsigned)__builtin_clzll(commas);
+    uint64_t upto = last == 63 ? ~0ull : (2ull << last) - 1;
+    uint32_t opens = popcount64(k.o & upto);
+    uint32_t closes = popcount64(k.x & upto);
+    uint32_t arr_top = 0;
+    for (uint32_t i = *sp; i > 0 && arr_top <= closes; i--, arr_top++)
+        if ((kinds[(i - 1) >> 6] >> ((i - 1) & 63)) & 1)
+            break;
+    if (closes >= arr_top || *depth + opens > SCAN_MAX_DEPTH)
+        return NULL;
+    uint32_t nsp = *sp + opens - closes;
+    for (uint32_t i = *sp; i < nsp; i++)
+        kinds[i >> 6] &= ~(1ull << (i & 63));
+    *sp = nsp;
+    *depth += opens - closes;
+    return p + last + 1;
+}
+
+static const char *window_sse2(const char *p, uint32_t *sp, uint64_t *kinds, uint32_t *depth)
+{
+    struct cls64 k = {0, 0, 0, 0, 0, 0, 0};
+    classify16(p, 0, &k);
+    classify16(p + 16, 16, &k);
+    classify16(p + 32, 32, &k);
+    classify16(p + 48, 48, &k);
+    return window_commit(&k, p, sp, kinds, depth);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+__attribute__((target("avx2"))) static inline uint64_t movemask32(__m256i v, int shift)
+{
+    return (uint64_t)(uint32_t)_mm256_movemask_epi8(v) << shift;
+}
+
+/* The same classes, 32 bytes per instruction. */
+__attribute__((target("avx2"))) static const char *window_avx2(const char *p, uint32_t *sp,
+                                                               uint64_t *kinds, uint32_t *depth)
+{
+    struct cls64 k = {0, 0, 0, 0, 0, 0, 0};
+    for (int h = 0; h < 64; h += 32) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(p + h));
+        __m256i t = _mm256_sub_epi8(v, _mm256_set1_epi8('0'));
+        k.d |= movemask32(_mm256_cmpeq_epi8(_mm256_min_epu8(t, _mm256_set1_epi8(9)), t), h);
+        k.z |= movemask32(_mm256_cmpeq_epi8(v, _mm256_set1_epi8('0')), h);
+        k.m |= movemask32(_mm256_cmpeq_epi8(v, _mm256_set1_epi8('-')), h);
+        k.pt |= movemask32(_mm256_cmpeq_epi8(v, _mm256_set1_epi8('.')), h);
+        k.c |= movemask32(_mm256_cmpeq_epi8(v, _mm256_set1_epi8(',')), h);
+        k.o |= movemask32(_mm256_cmpeq_epi8(v, _mm256_set1_epi8('[')), h);
+        k.x |= movemask32(_mm256_cmpeq_epi8(v, _mm256_set1_epi8(']')), h);
+    }
+    return window_commit(&k, p, sp, kinds, depth);
+}
+
+/* The CPU check is one load of libgcc's cpu model (filled in before main): no state of ours. */
+static inline const char *number_array_window(const char *p, uint32_t *sp, uint64_t *kinds,
+                                              uint32_t *depth)
+{
+    if (__builtin_cpu_supports("avx2"))
+        return window_avx2(p, sp, kinds, depth);
+    return window_sse2(p, sp, kinds, depth);
+}
+#else
+#define number_array_window window_sse2
+#endif
+#endif
 
 /*
  * Skips (and validates) the value at p. Containers are walked with a bit stack of object/array
@@ -849,6 +990,16 @@ key:
         return fail_at(w, p, "unexpected end");
 value:
     c = *p;
+#if defined(__SSE2__)
+    if (!obj && end - p > 64 && (c == '-' || is_digit(c) || c == '[') &&
+        (p[-1] == ',' || p[-1] == '[')) {
+        const char *q = number_array_window(p, &sp, kinds, &w->depth);
+        if (q != NULL) {
+            p = q;
+            goto value;
+        }
+    }
+#endif
     if (c == '-' || is_digit(c)) {
         p = num_end(w, p);
     } else if (c == '"') {
@@ -972,9 +1123,8 @@ static int push_frame(struct walk *w, uint32_t at, const scan_node *n, uint32_t 
 static int push_level(struct walk *w)
 {
     scan *s = w->s;
-    if (s->nlevels >= s->cap_levels &&
-        grow(s->acct, (void **)&s->levels, &s->cap_levels, sizeof(struct scan_level),
-             s->nlevels + 1) != 0)
+    if (s->nlevels >= s->cap_levels && grow(s->acct, (void **)&s->levels, &s->cap_levels,
+                                            sizeof(struct scan_level), s->nlevels + 1) != 0)
         return -1;
     struct scan_level *l = &s->levels[s->nlevels++];
     l->array = ++s->next_array;

@@ -63,10 +63,10 @@ struct scan_node {
     uint32_t *eindex; /* open-addressing index over edges (slot = edge + 1), when large */
     uint32_t eindex_mask;
     uint32_t refs;
-    void *leaf;       /* the owner's data for conditions at exactly this path; NULL: none */
-    char *path;       /* dotted prefix, NUL-terminated; "" for the root */
+    void *leaf; /* the owner's data for conditions at exactly this path; NULL: none */
+    char *path; /* dotted prefix, NUL-terminated; "" for the root */
     uint32_t path_len;
-    uint32_t id;      /* stable while the node lives; the root is 0 */
+    uint32_t id; /* stable while the node lives; the root is 0 */
     uint64_t hash;
 };
 
@@ -134,8 +134,6 @@ struct scan {
     char *buf; /* unescaped keys */
     size_t cap_buf;
     size_t *acct;
-    const char *err_at; /* where the walk failed */
-    const char *err_what;
 };
 
 void scan_init(scan *s, size_t *acct);

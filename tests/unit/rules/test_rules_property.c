@@ -54,9 +54,13 @@ static uint32_t rnd(uint32_t n)
     return (uint32_t)((rng >> 11) % n);
 }
 
-static const char *STRINGS[] = {"\"x\"",  "\"y\"",        "\"xy\"",  "\"Xy\"",     "\"\"",
-                                "\"yx\"", "\"10.0.0.1\"", "\"x*y\"", "\"\\u0078\"", "\"XY\"",
-                                "\"xay\"", "\"10.1.2.3\"", "\"::1\"", "\"\xc3\x89t\xc3\xa9\""};
+static const char *STRINGS[] = {"\"x\"",        "\"y\"",
+                                "\"xy\"",       "\"Xy\"",
+                                "\"\"",         "\"yx\"",
+                                "\"10.0.0.1\"", "\"x*y\"",
+                                "\"\\u0078\"",  "\"XY\"",
+                                "\"xay\"",      "\"10.1.2.3\"",
+                                "\"::1\"",      "\"\xc3\x89t\xc3\xa9\""};
 static const char *NUMBERS[] = {"0", "1", "1.5", "-1", "300", "3e2", "-0", "2", "1.0", "0.5"};
 
 static void gen_scalar_value(buf *b)
@@ -322,10 +326,74 @@ static void test_matcher_agrees_with_reference(void **state)
         run_seed(seed);
 }
 
+/*
+ * Validity: random near-JSON (coordinate-like arrays mutated byte by byte, long enough for the
+ * scanner's 64-byte window path) is accepted by the matcher exactly when the reference's
+ * jansson parse accepts it as a JSON object.
+ */
+static void test_scanner_validity_agrees(void **state)
+{
+    (void)state;
+    static const char ALPHA[] = "0123456789-.,[]eE+ \"{}:ntf";
+    rules_pattern *p = NULL;
+    char err[256];
+    const char *pat = "{\"g\":{\"c\":[{\"exists\":true}]}}";
+    assert_int_equal(rules_pattern_parse(pat, strlen(pat), NULL, &p, err, sizeof(err)), 0);
+    rules_matcher *m;
+    assert_int_equal(rules_matcher_new(&m), 0);
+    assert_int_equal(rules_matcher_add(m, 1, p), 0);
+    /* the unnamed "h" is skipped, the named "g.c" is walked: both paths are exercised */
+    rng = 0x1234567;
+    long accepted = 0;
+    for (int iter = 0; iter < 60000; iter++) {
+        buf b = {.n = 0};
+        put(&b, "{\"%s\":{\"c\":[[", rnd(2) ? "h" : "g");
+        uint32_t pts = 2 + rnd(6);
+        for (uint32_t i = 0; i < pts; i++)
+            put(&b, "%s[-122.%05u%09u,37.%u,%u]", i ? "," : "", rnd(100000), rnd(1000000000),
+                rnd(100000000), rnd(3));
+        put(&b, "]]},\"z\":1}");
+        uint32_t muts = rnd(4);
+        for (uint32_t k = 0; k < muts; k++) {
+            size_t at = 10 + rnd((uint32_t)(b.n - 12));
+            switch (rnd(3)) {
+            case 0: b.s[at] = ALPHA[rnd(sizeof(ALPHA) - 1)]; break;
+            case 1:
+                memmove(b.s + at, b.s + at + 1, b.n - at);
+                b.n--;
+                break;
+            default:
+                if (b.n + 1 < sizeof(b.s)) {
+                    memmove(b.s + at + 1, b.s + at, b.n - at + 1);
+                    b.s[at] = ALPHA[rnd(sizeof(ALPHA) - 1)];
+                    b.n++;
+                }
+            }
+        }
+        int ref = 0;
+        int rrc = rules_pattern_match(p, b.s, b.n, &ref, NULL, 0);
+        uint64_t ids[2];
+        size_t n = 0;
+        int mrc = rules_matcher_match(m, b.s, b.n, ids, 2, &n, err, sizeof(err));
+        if ((rrc == 0) != (mrc == 0) || (rrc == 0 && (size_t)ref != n))
+            fprintf(stderr, "event %s\n reference rc %d match %d, matcher rc %d n %zu (%s)\n", b.s,
+                    rrc, ref, mrc, n, err);
+        assert_int_equal(rrc == 0, mrc == 0);
+        if (rrc == 0) {
+            assert_int_equal((size_t)ref, n);
+            accepted++;
+        }
+    }
+    assert_true(accepted > 1000);
+    rules_matcher_free(m);
+    rules_pattern_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matcher_agrees_with_reference),
+        cmocka_unit_test(test_scanner_validity_agrees),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
