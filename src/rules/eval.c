@@ -377,7 +377,10 @@ static int memo_has(const memo_set *m, const char *k)
     memcpy(&len, k, sizeof(size_t));
     size_t h = (size_t)fnv(k + sizeof(size_t), len) & (m->cap - 1);
     while (m->keys[h] != NULL) {
-        if (memcmp(m->keys[h], k, sizeof(size_t) + len) == 0)
+        /* Compare the stored length first: a shorter stored key must not be read past. */
+        size_t stored;
+        memcpy(&stored, m->keys[h], sizeof(size_t));
+        if (stored == len && memcmp(m->keys[h] + sizeof(size_t), k + sizeof(size_t), len) == 0)
             return 1;
         h = (h + 1) & (m->cap - 1);
     }
