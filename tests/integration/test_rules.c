@@ -36,9 +36,9 @@
 #include "cluster/cluster_fixture.h"
 #include "evbus/evbus.h"
 #include "lib/testlib.h"
+#include "lib/testcli.h"
 #include "lib/testsdk.h"
 
-#define MAX_ARGS 24
 #define MAIN_FRAME_BYTES "65536" /* ListRules pages of at most 32 KiB */
 #define TEST_EVENTS 90
 #define TEST_PARTITIONS 3
@@ -47,120 +47,16 @@
 static tl_node g_node;
 static const char *g_ctl;
 
+/* evbusctl against the node of this file (tests/lib/testcli.h). */
+#define CTL(want, out, ...)                                                                        \
+    tl_ctl_run(g_node.client_addr, (want), (out), false, (const char *const[]){__VA_ARGS__, NULL})
+
+#define CTL2(want, out, ...)                                                                       \
+    tl_ctl_run(g_node.client_addr, (want), (out), true, (const char *const[]){__VA_ARGS__, NULL})
+
 static const char *const g_main_args[] = {"--max-frame-bytes", MAIN_FRAME_BYTES, NULL};
 
 /* ------------------------------------------------------------------ helpers */
-
-static evbus_client *connect_to(const char *servers)
-{
-    evbus_client_options o;
-    evbus_client_options_init(&o);
-    o.servers = servers;
-    o.timeout_ms = 15000;
-    evbus_client *c = NULL;
-    int rv = evbus_client_create(&o, &c);
-    if (rv != 0)
-        fprintf(stderr, "connect %s: %s\n", servers, evbus_strerror(rv));
-    assert_int_equal(rv, 0);
-    return c;
-}
-
-static void assert_contains_(const char *hay, const char *needle, const char *file, int line)
-{
-    if (hay != NULL && strstr(hay, needle) != NULL)
-        return;
-    fprintf(stderr, "%s:%d: expected \"%s\" in:\n%s\n", file, line, needle, hay ? hay : "(null)");
-    fail();
-}
-#define assert_contains(hay, needle) assert_contains_((hay), (needle), __FILE__, __LINE__)
-
-/* An SDK call that must fail with `code` and a message containing `needle` (may be NULL). */
-#define assert_sdk_err(c, call, code, needle)                                                      \
-    do {                                                                                           \
-        int rv_ = (call);                                                                          \
-        if (rv_ != (code))                                                                         \
-            fprintf(stderr, "%s: %d (%s), want %d\n", #call, rv_, evbus_client_errmsg(c), (code)); \
-        assert_int_equal(rv_, (code));                                                             \
-        if ((needle) != NULL)                                                                      \
-            assert_contains(evbus_client_errmsg(c), (const char *)(needle));                       \
-    } while (0)
-
-#define assert_sdk_ok(c, call)                                                                     \
-    do {                                                                                           \
-        int rv_ = (call);                                                                          \
-        if (rv_ != 0)                                                                              \
-            fprintf(stderr, "%s: %d (%s)\n", #call, rv_, evbus_client_errmsg(c));                  \
-        assert_int_equal(rv_, 0);                                                                  \
-    } while (0)
-
-/*
- * Runs evbusctl with `args` (NULL-terminated), EVBUS_SERVERS=servers, and asserts its exit status.
- * `merge` adds stderr to the output. *out (may be NULL) gets the output (the caller frees).
- */
-static void ctl_run(const char *servers, int want, char **out, bool merge, const char *const *args)
-{
-    const char *argv[MAX_ARGS + 4];
-    size_t n = 0;
-    if (merge) {
-        argv[n++] = "/bin/sh";
-        argv[n++] = "-c";
-        argv[n++] = "exec \"$0\" \"$@\" 2>&1";
-    }
-    argv[n++] = g_ctl;
-    for (size_t i = 0; args[i] != NULL; i++) {
-        assert_true(i < MAX_ARGS);
-        argv[n++] = args[i];
-    }
-    argv[n] = NULL;
-    char env_servers[TL_ADDR_MAX * 8];
-    snprintf(env_servers, sizeof(env_servers), "EVBUS_SERVERS=%s", servers);
-    const char *env[] = {env_servers, NULL};
-    char *text = NULL;
-    int status = -1;
-    int rv = tl_run_capture_env(argv, env, TL_RUN_TIMEOUT_MS, &text, &status);
-    assert_int_equal(rv, 0);
-    assert_non_null(text);
-    if (status != want) {
-        fprintf(stderr, "evbusctl");
-        for (size_t i = 0; args[i] != NULL; i++)
-            fprintf(stderr, " '%s'", args[i]);
-        fprintf(stderr, "\nexited with %d, not %d; it printed:\n%s\n", status, want, text);
-    }
-    assert_int_equal(status, want);
-    if (out)
-        *out = text;
-    else
-        free(text);
-}
-
-#define CTL(want, out, ...)                                                                        \
-    ctl_run(g_node.client_addr, (want), (out), false, (const char *const[]){__VA_ARGS__, NULL})
-#define CTL2(want, out, ...)                                                                       \
-    ctl_run(g_node.client_addr, (want), (out), true, (const char *const[]){__VA_ARGS__, NULL})
-
-static json_t *parse_json(const char *text)
-{
-    json_error_t jerr;
-    json_t *j = json_loads(text, 0, &jerr);
-    if (j == NULL)
-        fprintf(stderr, "not JSON (%s): %s\n", jerr.text, text);
-    assert_non_null(j);
-    return j;
-}
-
-static const char *str_of(json_t *o, const char *key)
-{
-    json_t *v = json_object_get(o, key);
-    assert_true(json_is_string(v));
-    return json_string_value(v);
-}
-
-static json_int_t int_of(json_t *o, const char *key)
-{
-    json_t *v = json_object_get(o, key);
-    assert_true(json_is_integer(v));
-    return json_integer_value(v);
-}
 
 static void write_file(const char *name, const char *text, char *path, size_t path_len)
 {
@@ -207,7 +103,7 @@ static int teardown(void **state)
 static void test_sdk_put_list_describe_delete(void **state)
 {
     (void)state;
-    evbus_client *c = connect_to(g_node.client_addr);
+    evbus_client *c = tl_connect(g_node.client_addr);
     assert_sdk_ok(c, evbus_bus_create(c, "crud", 2));
 
     evbus_rule_info *r = NULL;
@@ -303,7 +199,7 @@ static void test_sdk_put_list_describe_delete(void **state)
 static void test_sdk_invalid_patterns(void **state)
 {
     (void)state;
-    evbus_client *c = connect_to(g_node.client_addr);
+    evbus_client *c = tl_connect(g_node.client_addr);
     assert_sdk_ok(c, evbus_bus_create(c, "invalid", 1));
     static const struct {
         const char *pattern;
@@ -339,7 +235,7 @@ static void test_sdk_list_pages(void **state)
 {
     (void)state;
     enum { N_RULES = 40 };
-    evbus_client *c = connect_to(g_node.client_addr);
+    evbus_client *c = tl_connect(g_node.client_addr);
     assert_sdk_ok(c, evbus_bus_create(c, "paged", 1));
     char pattern[2200];
     /* Reverse order of creation: the list is in name order all the same. */
@@ -416,32 +312,32 @@ static void test_cli_rules(void **state)
 
     /* --json. */
     CTL(0, &out, "--json", "rule", "describe", "clibus", "r2");
-    json_t *j = parse_json(out);
+    json_t *j = tl_parse_json(out);
     free(out);
-    assert_string_equal(str_of(j, "name"), "r2");
-    assert_string_equal(str_of(j, "bus"), "clibus");
-    assert_string_equal(str_of(j, "state"), "DISABLED");
-    assert_string_equal(str_of(j, "pattern"), "{\n  \"detail-type\": [\"Audit\"]\n}");
-    assert_true(int_of(j, "rule_id") >= 1);
-    assert_true(int_of(j, "updated_index") >= int_of(j, "created_index"));
+    assert_string_equal(tl_str_of(j, "name"), "r2");
+    assert_string_equal(tl_str_of(j, "bus"), "clibus");
+    assert_string_equal(tl_str_of(j, "state"), "DISABLED");
+    assert_string_equal(tl_str_of(j, "pattern"), "{\n  \"detail-type\": [\"Audit\"]\n}");
+    assert_true(tl_int_of(j, "rule_id") >= 1);
+    assert_true(tl_int_of(j, "updated_index") >= tl_int_of(j, "created_index"));
     json_decref(j);
     CTL(0, &out, "--json", "rule", "enable", "clibus", "r2");
-    j = parse_json(out);
+    j = tl_parse_json(out);
     free(out);
-    assert_string_equal(str_of(j, "state"), "ENABLED");
+    assert_string_equal(tl_str_of(j, "state"), "ENABLED");
     json_decref(j);
     CTL(0, &out, "rule", "disable", "clibus", "r1");
     assert_contains(out, "rule r1 of bus clibus is DISABLED");
     free(out);
     CTL(0, &out, "--json", "rule", "list", "clibus");
-    j = parse_json(out);
+    j = tl_parse_json(out);
     free(out);
     assert_true(json_is_array(j));
     assert_int_equal(json_array_size(j), 2);
-    assert_string_equal(str_of(json_array_get(j, 0), "name"), "r1");
-    assert_string_equal(str_of(json_array_get(j, 0), "state"), "DISABLED");
-    assert_string_equal(str_of(json_array_get(j, 1), "name"), "r2");
-    assert_string_equal(str_of(json_array_get(j, 1), "state"), "ENABLED");
+    assert_string_equal(tl_str_of(json_array_get(j, 0), "name"), "r1");
+    assert_string_equal(tl_str_of(json_array_get(j, 0), "state"), "DISABLED");
+    assert_string_equal(tl_str_of(json_array_get(j, 1), "name"), "r2");
+    assert_string_equal(tl_str_of(json_array_get(j, 1), "state"), "ENABLED");
     json_decref(j);
 
     /* Failures: exit 1, one line on stderr naming the problem. */
@@ -461,7 +357,7 @@ static void test_cli_rules(void **state)
 
     /* Delete. */
     CTL(0, &out, "--json", "rule", "delete", "clibus", "r1");
-    j = parse_json(out);
+    j = tl_parse_json(out);
     free(out);
     assert_true(json_is_true(json_object_get(j, "deleted")));
     json_decref(j);
@@ -489,7 +385,7 @@ static void test_limits(void **state)
     assert_int_equal(tl_node_init(&lim, 2), 0);
     assert_int_equal(tl_evbusd_start(&lim, args, 0), 0);
     assert_int_equal(tl_wait_leader(lim.client_addr, 15000, NULL), 0);
-    evbus_client *c = connect_to(lim.client_addr);
+    evbus_client *c = tl_connect(lim.client_addr);
     assert_sdk_ok(c, evbus_bus_create(c, "limited", 1));
     assert_sdk_ok(c, evbus_bus_create(c, "second", 1));
     /* The leader proposes its limits once it leads; they apply from then on. */
@@ -522,9 +418,9 @@ static void test_limits(void **state)
     assert_sdk_ok(c, evbus_rule_put(c, "second", "big", pattern, NULL, 0, NULL));
     /* Through the CLI: exit 1 and the message. */
     char *out;
-    ctl_run(lim.client_addr, 1, &out, true,
-            (const char *const[]){"rule", "put", "limited", "r9", "--pattern",
-                                  "{\"source\":[\"a\"]}", NULL});
+    tl_ctl_run(lim.client_addr, 1, &out, true,
+               (const char *const[]){"rule", "put", "limited", "r9", "--pattern",
+                                     "{\"source\":[\"a\"]}", NULL});
     assert_contains(out, "max-rules-per-bus");
     assert_contains(out, "(EVBUS_ETOOBIG)");
     free(out);
@@ -537,7 +433,7 @@ static void test_limits(void **state)
 static void test_rules_survive_restart(void **state)
 {
     (void)state;
-    evbus_client *c = connect_to(g_node.client_addr);
+    evbus_client *c = tl_connect(g_node.client_addr);
     assert_sdk_ok(c, evbus_bus_create(c, "durable", 2));
     assert_sdk_ok(c,
                   evbus_rule_put(c, "durable", "keep-on", "{\"source\":[\"x\"]}", "on", 0, NULL));
@@ -558,7 +454,7 @@ static void test_rules_survive_restart(void **state)
     assert_int_equal(tl_evbusd_start(&g_node, g_main_args, 0), 0);
     assert_int_equal(tl_wait_leader(g_node.client_addr, 15000, NULL), 0);
 
-    c = connect_to(g_node.client_addr);
+    c = tl_connect(g_node.client_addr);
     evbus_rule_info *after = NULL;
     size_t n_after = 0;
     assert_sdk_ok(c, evbus_rule_list(c, "durable", &after, &n_after));
@@ -644,16 +540,16 @@ static void check_matches(const evbus_rule_match *m, size_t n, int src, uint32_t
         if (k > 0)
             assert_true(m[k].partition > m[k - 1].partition ||
                         (m[k].partition == m[k - 1].partition && m[k].offset > m[k - 1].offset));
-        json_t *env = parse_json(m[k].json);
-        assert_int_equal(int_of(env, "offset"), m[k].offset);
-        assert_int_equal(int_of(env, "partition"), m[k].partition);
+        json_t *env = tl_parse_json(m[k].json);
+        assert_int_equal(tl_int_of(env, "offset"), m[k].offset);
+        assert_int_equal(tl_int_of(env, "partition"), m[k].partition);
         json_int_t i = json_integer_value(json_object_get(json_object_get(env, "detail"), "i"));
         assert_true(i >= 0 && i < TEST_EVENTS);
         const stored *s = &g_stored[i];
         assert_int_equal(s->partition, m[k].partition);
         assert_int_equal(s->offset, m[k].offset);
         assert_true(expected(s, src, partition, from, even));
-        assert_string_equal(str_of(env, "source"), SOURCES[s->source]);
+        assert_string_equal(tl_str_of(env, "source"), SOURCES[s->source]);
         json_decref(env);
     }
 }
@@ -674,7 +570,7 @@ static uint32_t busiest_partition(void)
 static void test_rule_test(void **state)
 {
     (void)state;
-    evbus_client *c = connect_to(g_node.client_addr);
+    evbus_client *c = tl_connect(g_node.client_addr);
     publish_test_events(c);
     uint32_t busy = busiest_partition();
     char busy_arg[16];
@@ -754,9 +650,9 @@ static void test_rule_test(void **state)
     char *save = NULL;
     for (char *ln = strtok_r(out, "\n", &save); ln; ln = strtok_r(NULL, "\n", &save)) {
         assert_true(n < TEST_EVENTS);
-        json_t *env = parse_json(ln);
-        lines[n].partition = (uint32_t)int_of(env, "partition");
-        lines[n].offset = (uint64_t)int_of(env, "offset");
+        json_t *env = tl_parse_json(ln);
+        lines[n].partition = (uint32_t)tl_int_of(env, "partition");
+        lines[n].offset = (uint64_t)tl_int_of(env, "offset");
         lines[n].json = ln;
         lines[n].json_len = strlen(ln);
         json_decref(env);
@@ -770,9 +666,9 @@ static void test_rule_test(void **state)
         "--partition", busy_arg, "--from", "3", "--count", "5");
     n = 0;
     for (char *ln = strtok_r(out, "\n", &save); ln; ln = strtok_r(NULL, "\n", &save)) {
-        json_t *env = parse_json(ln);
-        assert_int_equal(int_of(env, "partition"), busy);
-        assert_int_equal(int_of(env, "offset"), 3 + (json_int_t)n);
+        json_t *env = tl_parse_json(ln);
+        assert_int_equal(tl_int_of(env, "partition"), busy);
+        assert_int_equal(tl_int_of(env, "offset"), 3 + (json_int_t)n);
         json_decref(env);
         n++;
     }
@@ -793,9 +689,9 @@ static void test_rule_test(void **state)
 
 /* Offline: EVBUS_SERVERS names a port where nothing listens. */
 #define OFFLINE(want, out, ...)                                                                    \
-    ctl_run("127.0.0.1:1", (want), (out), false, (const char *const[]){__VA_ARGS__, NULL})
+    tl_ctl_run("127.0.0.1:1", (want), (out), false, (const char *const[]){__VA_ARGS__, NULL})
 #define OFFLINE2(want, out, ...)                                                                   \
-    ctl_run("127.0.0.1:1", (want), (out), true, (const char *const[]){__VA_ARGS__, NULL})
+    tl_ctl_run("127.0.0.1:1", (want), (out), true, (const char *const[]){__VA_ARGS__, NULL})
 
 static void test_test_pattern_offline(void **state)
 {
@@ -829,14 +725,14 @@ static void test_test_pattern_offline(void **state)
     free(out);
     OFFLINE(1, &out, "--json", "test-pattern", "--explain", "--pattern",
             "{\"detail\":{\"missing\":[1]}}", "--event", event);
-    json_t *j = parse_json(out);
+    json_t *j = tl_parse_json(out);
     free(out);
     assert_true(json_is_false(json_object_get(j, "match")));
-    assert_contains(str_of(j, "explain"), "detail.missing");
+    assert_contains(tl_str_of(j, "explain"), "detail.missing");
     json_decref(j);
     OFFLINE(0, &out, "--json", "test-pattern", "--pattern", "{\"source\":[\"shop\"]}", "--event",
             event);
-    j = parse_json(out);
+    j = tl_parse_json(out);
     free(out);
     assert_true(json_is_true(json_object_get(j, "match")));
     assert_null(json_object_get(j, "explain"));
@@ -880,7 +776,7 @@ static void test_test_pattern_offline(void **state)
 static void wait_rule_on(const char *addr, const char *bus, const char *name, int state,
                          const char *pattern)
 {
-    evbus_client *c = connect_to(addr);
+    evbus_client *c = tl_connect(addr);
     uint64_t deadline = tl_now_ms() + WAIT_MS;
     bool ok = false;
     for (int round = 0; round < 1000 && !ok; round++) {
@@ -913,7 +809,7 @@ static void test_cluster_rules_reach_every_node(void **state)
     const char *const extra[] = {"--snapshot-threshold", "16", "--snapshot-trailing", "16", NULL};
     cf_cluster_start(&cl, 31, 3, extra);
     /* Through the whole server list: the SDK follows the leader. */
-    evbus_client *c = connect_to(cl.servers);
+    evbus_client *c = tl_connect(cl.servers);
     assert_sdk_ok(c, evbus_bus_create(c, "everywhere", 2));
     const char *pattern = "{\"source\":[\"replicated\"]}";
     evbus_rule_info *r = NULL;
@@ -924,7 +820,7 @@ static void test_cluster_rules_reach_every_node(void **state)
         wait_rule_on(cl.nodes[i].client_addr, "everywhere", "rep", EVBUS_RULE_ENABLED, pattern);
     /* Every node has the same id and indexes for it. */
     for (size_t i = 0; i < cl.n_nodes; i++) {
-        evbus_client *ci = connect_to(cl.nodes[i].client_addr);
+        evbus_client *ci = tl_connect(cl.nodes[i].client_addr);
         assert_sdk_ok(ci, evbus_rule_describe(ci, "everywhere", "rep", &r));
         assert_int_equal(r->rule_id, rule_id);
         assert_string_equal(r->description, "on every node");
@@ -934,7 +830,7 @@ static void test_cluster_rules_reach_every_node(void **state)
     /* A write sent to a follower is redirected to the leader. */
     int leader = cf_find_leader(&cl, 7, WAIT_MS);
     assert_true(leader >= 0);
-    evbus_client *f = connect_to(cl.nodes[(leader + 1) % 3].client_addr);
+    evbus_client *f = tl_connect(cl.nodes[(leader + 1) % 3].client_addr);
     assert_sdk_ok(f, evbus_rule_disable(f, "everywhere", "rep"));
     evbus_client_destroy(f);
     for (size_t i = 0; i < cl.n_nodes; i++)
@@ -959,7 +855,7 @@ static void test_cluster_rules_reach_every_node(void **state)
     wait_rule_on(cl.nodes[down].client_addr, "everywhere", "snap-39", EVBUS_RULE_DISABLED,
                  "{\"detail\":{\"i\":[39]}}");
     wait_rule_on(cl.nodes[down].client_addr, "everywhere", "snap-00", 0, NULL);
-    evbus_client *d = connect_to(cl.nodes[down].client_addr);
+    evbus_client *d = tl_connect(cl.nodes[down].client_addr);
     evbus_rule_info *rules = NULL;
     size_t n = 0;
     assert_sdk_ok(d, evbus_rule_list(d, "everywhere", &rules, &n));

@@ -30,128 +30,24 @@
 #include "cluster/cluster_fixture.h"
 #include "evbus/evbus.h"
 #include "lib/testlib.h"
+#include "lib/testcli.h"
 #include "lib/testsdk.h"
 
-#define MAX_ARGS 24
 #define WAIT_MS 15000u
 
 static tl_node g_node;
 static const char *g_ctl;
 
+/* evbusctl against the node of this file (tests/lib/testcli.h). */
+#define CTL(want, out, ...)                                                                        \
+    tl_ctl_run(g_node.client_addr, (want), (out), false, (const char *const[]){__VA_ARGS__, NULL})
+
+#define CTL2(want, out, ...)                                                                       \
+    tl_ctl_run(g_node.client_addr, (want), (out), true, (const char *const[]){__VA_ARGS__, NULL})
+
 static const char *const g_main_args[] = {NULL};
 
 /* ------------------------------------------------------------------ helpers */
-
-static evbus_client *connect_to(const char *servers)
-{
-    evbus_client_options o;
-    evbus_client_options_init(&o);
-    o.servers = servers;
-    o.timeout_ms = 15000;
-    evbus_client *c = NULL;
-    int rv = evbus_client_create(&o, &c);
-    if (rv != 0)
-        fprintf(stderr, "connect %s: %s\n", servers, evbus_strerror(rv));
-    assert_int_equal(rv, 0);
-    return c;
-}
-
-static void assert_contains_(const char *hay, const char *needle, const char *file, int line)
-{
-    if (hay != NULL && strstr(hay, needle) != NULL)
-        return;
-    fprintf(stderr, "%s:%d: expected \"%s\" in:\n%s\n", file, line, needle, hay ? hay : "(null)");
-    fail();
-}
-#define assert_contains(hay, needle) assert_contains_((hay), (needle), __FILE__, __LINE__)
-
-/* An SDK call that must fail with `code` and a message containing `needle` (may be NULL). */
-#define assert_sdk_err(c, call, code, needle)                                                      \
-    do {                                                                                           \
-        int rv_ = (call);                                                                          \
-        if (rv_ != (code))                                                                         \
-            fprintf(stderr, "%s: %d (%s), want %d\n", #call, rv_, evbus_client_errmsg(c), (code)); \
-        assert_int_equal(rv_, (code));                                                             \
-        if ((needle) != NULL)                                                                      \
-            assert_contains(evbus_client_errmsg(c), (const char *)(needle));                       \
-    } while (0)
-
-#define assert_sdk_ok(c, call)                                                                     \
-    do {                                                                                           \
-        int rv_ = (call);                                                                          \
-        if (rv_ != 0)                                                                              \
-            fprintf(stderr, "%s: %d (%s)\n", #call, rv_, evbus_client_errmsg(c));                  \
-        assert_int_equal(rv_, 0);                                                                  \
-    } while (0)
-
-/*
- * Runs evbusctl with `args` (NULL-terminated), EVBUS_SERVERS=servers, and asserts its exit status.
- * `merge` adds stderr to the output. *out (may be NULL) gets the output (the caller frees).
- */
-static void ctl_run(const char *servers, int want, char **out, bool merge, const char *const *args)
-{
-    const char *argv[MAX_ARGS + 4];
-    size_t n = 0;
-    if (merge) {
-        argv[n++] = "/bin/sh";
-        argv[n++] = "-c";
-        argv[n++] = "exec \"$0\" \"$@\" 2>&1";
-    }
-    argv[n++] = g_ctl;
-    for (size_t i = 0; args[i] != NULL; i++) {
-        assert_true(i < MAX_ARGS);
-        argv[n++] = args[i];
-    }
-    argv[n] = NULL;
-    char env_servers[TL_ADDR_MAX * 8];
-    snprintf(env_servers, sizeof(env_servers), "EVBUS_SERVERS=%s", servers);
-    const char *env[] = {env_servers, NULL};
-    char *text = NULL;
-    int status = -1;
-    int rv = tl_run_capture_env(argv, env, TL_RUN_TIMEOUT_MS, &text, &status);
-    assert_int_equal(rv, 0);
-    assert_non_null(text);
-    if (status != want) {
-        fprintf(stderr, "evbusctl");
-        for (size_t i = 0; args[i] != NULL; i++)
-            fprintf(stderr, " '%s'", args[i]);
-        fprintf(stderr, "\nexited with %d, not %d; it printed:\n%s\n", status, want, text);
-    }
-    assert_int_equal(status, want);
-    if (out)
-        *out = text;
-    else
-        free(text);
-}
-
-#define CTL(want, out, ...)                                                                        \
-    ctl_run(g_node.client_addr, (want), (out), false, (const char *const[]){__VA_ARGS__, NULL})
-#define CTL2(want, out, ...)                                                                       \
-    ctl_run(g_node.client_addr, (want), (out), true, (const char *const[]){__VA_ARGS__, NULL})
-
-static json_t *parse_json(const char *text)
-{
-    json_error_t jerr;
-    json_t *j = json_loads(text, 0, &jerr);
-    if (j == NULL)
-        fprintf(stderr, "not JSON (%s): %s\n", jerr.text, text);
-    assert_non_null(j);
-    return j;
-}
-
-static const char *str_of(json_t *o, const char *key)
-{
-    json_t *v = json_object_get(o, key);
-    assert_true(json_is_string(v));
-    return json_string_value(v);
-}
-
-static json_int_t int_of(json_t *o, const char *key)
-{
-    json_t *v = json_object_get(o, key);
-    assert_true(json_is_integer(v));
-    return json_integer_value(v);
-}
 
 static evbus_target_spec spec(const char *id)
 {
@@ -206,7 +102,7 @@ static int teardown(void **state)
 static void test_sdk_targets(void **state)
 {
     (void)state;
-    evbus_client *c = connect_to(g_node.client_addr);
+    evbus_client *c = tl_connect(g_node.client_addr);
     assert_sdk_ok(c, evbus_bus_create(c, "orders", 2));
     assert_sdk_ok(c, evbus_rule_put(c, "orders", "r1", "{\"source\":[\"shop\"]}", NULL, 0, NULL));
     assert_sdk_ok(c, evbus_rule_put(c, "orders", "r2", "{\"source\":[\"x\"]}", NULL, 0, NULL));
@@ -351,15 +247,15 @@ static void test_cli_targets(void **state)
     assert_contains(out, "input transformer");
     free(out);
     CTL(0, &out, "--json", "target", "list", "clibus", "r");
-    json_t *arr = parse_json(out);
+    json_t *arr = tl_parse_json(out);
     free(out);
     assert_int_equal(json_array_size(arr), 2);
     json_t *w = json_array_get(arr, 1);
-    assert_string_equal(str_of(w, "id"), "w");
-    assert_int_equal(int_of(w, "max_attempts"), 2);
-    assert_int_equal(int_of(w, "max_age_s"), 600);
-    assert_string_equal(str_of(w, "dead_letter"), "dl");
-    assert_string_equal(str_of(w, "input_shape"), "input_transformer");
+    assert_string_equal(tl_str_of(w, "id"), "w");
+    assert_int_equal(tl_int_of(w, "max_attempts"), 2);
+    assert_int_equal(tl_int_of(w, "max_age_s"), 600);
+    assert_string_equal(tl_str_of(w, "dead_letter"), "dl");
+    assert_string_equal(tl_str_of(w, "input_shape"), "input_transformer");
     json_decref(arr);
     CTL(0, &out, "target", "describe", "clibus", "w");
     assert_contains(out, "dead letter:    dl");
@@ -367,11 +263,11 @@ static void test_cli_targets(void **state)
     assert_contains(out, "dead-lettered:");
     free(out);
     CTL(0, &out, "--json", "target", "describe", "clibus", "w");
-    json_t *d = parse_json(out);
+    json_t *d = tl_parse_json(out);
     free(out);
     assert_int_equal(json_array_size(json_object_get(d, "partitions")), 3);
-    assert_int_equal(int_of(d, "backlog"), 0);
-    assert_int_equal(int_of(d, "retried"), 0);
+    assert_int_equal(tl_int_of(d, "backlog"), 0);
+    assert_int_equal(tl_int_of(d, "retried"), 0);
     json_decref(d);
     /* Errors: a usage error (exit 2), a refused entry (exit 1 with the reason). */
     CTL2(2, &out, "target", "put", "clibus", "r", "x", "--input", "1", "--input-path", "$.a");
@@ -388,9 +284,9 @@ static void test_cli_targets(void **state)
     assert_contains(out, "EVBUS_ENOTFOUND");
     free(out);
     CTL(0, &out, "--json", "target", "remove", "clibus", "r", "w");
-    json_t *rm = parse_json(out);
+    json_t *rm = tl_parse_json(out);
     free(out);
-    assert_int_equal(int_of(rm, "failed_entry_count"), 0);
+    assert_int_equal(tl_int_of(rm, "failed_entry_count"), 0);
     json_decref(rm);
     CTL2(1, &out, "target", "remove", "clibus", "r", "w");
     assert_contains(out, "no such target");
@@ -405,7 +301,7 @@ static void test_cli_targets(void **state)
 static void test_targets_survive_restart(void **state)
 {
     (void)state;
-    evbus_client *c = connect_to(g_node.client_addr);
+    evbus_client *c = tl_connect(g_node.client_addr);
     assert_sdk_ok(c, evbus_bus_create(c, "durable-t", 2));
     assert_sdk_ok(c, evbus_rule_put(c, "durable-t", "r", "{\"source\":[\"shop\"]}", NULL, 0, NULL));
     publish_n(c, "durable-t", 3);
@@ -422,7 +318,7 @@ static void test_targets_survive_restart(void **state)
     assert_int_equal(tl_evbusd_start(&g_node, g_main_args, 0), 0);
     assert_int_equal(tl_wait_leader(g_node.client_addr, 15000, NULL), 0);
 
-    c = connect_to(g_node.client_addr);
+    c = tl_connect(g_node.client_addr);
     evbus_target_info *after = NULL;
     assert_sdk_ok(c, evbus_target_describe(c, "durable-t", "keep", &after));
     assert_int_equal(after->target_id, before->target_id);
@@ -444,7 +340,7 @@ static void test_targets_survive_restart(void **state)
 static void wait_target_on(const char *addr, const char *bus, const char *name, size_t n_rules,
                            evbus_target_info **out)
 {
-    evbus_client *c = connect_to(addr);
+    evbus_client *c = tl_connect(addr);
     uint64_t deadline = tl_now_ms() + WAIT_MS;
     bool ok = false;
     evbus_target_info *t = NULL;
@@ -474,7 +370,7 @@ static void test_cluster_targets_reach_every_node(void **state)
     cf_cluster cl;
     const char *const extra[] = {"--snapshot-threshold", "16", "--snapshot-trailing", "16", NULL};
     cf_cluster_start(&cl, 41, 3, extra);
-    evbus_client *c = connect_to(cl.servers);
+    evbus_client *c = tl_connect(cl.servers);
     assert_sdk_ok(c, evbus_bus_create(c, "everywhere", 2));
     assert_sdk_ok(c,
                   evbus_rule_put(c, "everywhere", "a", "{\"source\":[\"shop\"]}", NULL, 0, NULL));
@@ -483,7 +379,7 @@ static void test_cluster_targets_reach_every_node(void **state)
     /* Through a follower: redirected to the leader. */
     int leader = cf_find_leader(&cl, 7, WAIT_MS);
     assert_true(leader >= 0);
-    evbus_client *f = connect_to(cl.nodes[(leader + 1) % 3].client_addr);
+    evbus_client *f = tl_connect(cl.nodes[(leader + 1) % 3].client_addr);
     evbus_target_spec s = spec("shared");
     s.max_attempts = 9;
     assert_sdk_ok(f, evbus_target_put(f, "everywhere", "a", &s, 1, NULL));
