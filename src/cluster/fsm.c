@@ -1,6 +1,7 @@
 /* cluster/fsm: see fsm.h for the invariants this file keeps. */
 #include "cluster/fsm.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -218,13 +219,20 @@ static void rules_clear(fsm_bus *b)
     b->matcher = NULL;
 }
 
-/* Index of `name` in b->rules, or where it would be inserted (then *found is 0). */
-static size_t rule_pos(const fsm_bus *b, const char *name, int *found)
+/*
+ * Index of `name` in a sorted array of fsm_rule or fsm_target pointers, or where it would be
+ * inserted (then *found is 0). Both structs start with `char *name`, and a pointer to a struct
+ * converts to a pointer to its first member.
+ */
+_Static_assert(offsetof(fsm_rule, name) == 0, "name_pos relies on name coming first");
+_Static_assert(offsetof(fsm_target, name) == 0, "name_pos relies on name coming first");
+
+static size_t name_pos(void *const *items, size_t n, const char *name, int *found)
 {
-    size_t lo = 0, hi = b->n_rules;
+    size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int cmp = strcmp(b->rules[mid]->name, name);
+        int cmp = strcmp(*(char *const *)items[mid], name);
         if (cmp == 0) {
             *found = 1;
             return mid;
@@ -236,6 +244,11 @@ static size_t rule_pos(const fsm_bus *b, const char *name, int *found)
     }
     *found = 0;
     return lo;
+}
+
+static size_t rule_pos(const fsm_bus *b, const char *name, int *found)
+{
+    return name_pos((void *const *)b->rules, b->n_rules, name, found);
 }
 
 static size_t rule_id_pos(const fsm_bus *b, uint64_t id, int *found)
@@ -628,21 +641,7 @@ static void targets_clear(fsm_bus *b)
 
 static size_t target_pos(const fsm_bus *b, const char *name, int *found)
 {
-    size_t lo = 0, hi = b->n_targets;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int cmp = strcmp(b->targets[mid]->name, name);
-        if (cmp == 0) {
-            *found = 1;
-            return mid;
-        }
-        if (cmp < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    *found = 0;
-    return lo;
+    return name_pos((void *const *)b->targets, b->n_targets, name, found);
 }
 
 const fsm_target *fsm_target_find(const fsm_bus *b, const char *name)
